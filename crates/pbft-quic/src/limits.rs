@@ -1,0 +1,124 @@
+//! Every bound of the transport, in one place.
+
+use std::time::Duration;
+
+use crate::QuicError;
+
+/// The bounds of an endpoint. Every queue, buffer and timer has a named
+/// limit here; [`Limits::default`] suits a LAN or WAN cluster.
+///
+/// Memory per connected peer is bounded by about
+/// `2 * send_queue_bytes_max` (outgoing, both lanes) plus
+/// `connection_receive_window_bytes` (incoming data quinn buffers) plus
+/// `2 * frame_bytes_max` (a partly received frame per lane).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest encoded message (frame payload) sent or accepted. A peer
+    /// announcing a larger frame is disconnected.
+    pub frame_bytes_max: usize,
+    /// Messages queued per peer and lane before new ones are dropped.
+    pub send_queue_messages_max: usize,
+    /// Bytes queued per peer and lane before new ones are dropped.
+    pub send_queue_bytes_max: usize,
+    /// Received messages per lane waiting for the application before the
+    /// readers stop reading (back-pressure through QUIC flow control).
+    pub receive_queue_messages_max: usize,
+    /// Frames written to a stream in one write call (coalescing).
+    pub write_batch_messages_max: usize,
+    /// Concurrent unidirectional streams a peer may open (one per lane is
+    /// used; a peer opening more is disconnected).
+    pub streams_uni_max: u32,
+    /// QUIC flow-control window of one stream.
+    pub stream_receive_window_bytes: u32,
+    /// QUIC flow-control window of one connection.
+    pub connection_receive_window_bytes: u32,
+    /// Bytes in flight to one peer.
+    pub send_window_bytes: u64,
+    /// A connection silent for this long is closed.
+    pub idle_timeout: Duration,
+    /// Keep-alive packets are sent this often on an otherwise idle connection.
+    pub keep_alive_interval: Duration,
+    /// A TLS handshake (and a peer's first stream byte) must finish within this.
+    pub handshake_timeout: Duration,
+    /// First delay before redialing a replica.
+    pub reconnect_backoff_min: Duration,
+    /// Largest delay between dial attempts (doubling from the minimum).
+    pub reconnect_backoff_max: Duration,
+    /// Incoming handshakes in progress at once.
+    pub incoming_handshakes_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            frame_bytes_max: pbft_types::MESSAGE_BYTES_MAX_DEFAULT,
+            send_queue_messages_max: 8192,
+            send_queue_bytes_max: 32 * 1024 * 1024,
+            receive_queue_messages_max: 8192,
+            write_batch_messages_max: 512,
+            streams_uni_max: 2,
+            stream_receive_window_bytes: 8 * 1024 * 1024,
+            connection_receive_window_bytes: 24 * 1024 * 1024,
+            send_window_bytes: 24 * 1024 * 1024,
+            idle_timeout: Duration::from_secs(10),
+            keep_alive_interval: Duration::from_secs(2),
+            handshake_timeout: Duration::from_secs(10),
+            reconnect_backoff_min: Duration::from_millis(50),
+            reconnect_backoff_max: Duration::from_secs(2),
+            incoming_handshakes_max: 256,
+        }
+    }
+}
+
+impl Limits {
+    /// Checks that every limit is usable and that they fit together.
+    ///
+    /// # Errors
+    /// [`QuicError::InvalidLimit`] naming the first bad field.
+    pub fn validate(&self) -> Result<(), QuicError> {
+        let bad = |name: &'static str, reason: &str| {
+            Err(QuicError::InvalidLimit {
+                name,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.frame_bytes_max == 0 || u32::try_from(self.frame_bytes_max).is_err() {
+            return bad("frame_bytes_max", "must be in 1..=u32::MAX");
+        }
+        if self.send_queue_bytes_max < self.frame_bytes_max
+            || u32::try_from(self.send_queue_bytes_max).is_err()
+        {
+            return bad(
+                "send_queue_bytes_max",
+                "must be at least frame_bytes_max and at most u32::MAX",
+            );
+        }
+        if self.send_queue_messages_max == 0 {
+            return bad("send_queue_messages_max", "must be positive");
+        }
+        if self.receive_queue_messages_max == 0 {
+            return bad("receive_queue_messages_max", "must be positive");
+        }
+        if self.write_batch_messages_max == 0 {
+            return bad("write_batch_messages_max", "must be positive");
+        }
+        if self.streams_uni_max < 2 {
+            return bad("streams_uni_max", "must allow one stream per lane (2)");
+        }
+        if self.keep_alive_interval >= self.idle_timeout {
+            return bad("keep_alive_interval", "must be shorter than idle_timeout");
+        }
+        if self.reconnect_backoff_min.is_zero()
+            || self.reconnect_backoff_min > self.reconnect_backoff_max
+        {
+            return bad(
+                "reconnect_backoff_min",
+                "must be positive and at most reconnect_backoff_max",
+            );
+        }
+        if self.incoming_handshakes_max == 0 {
+            return bad("incoming_handshakes_max", "must be positive");
+        }
+        Ok(())
+    }
+}
