@@ -1,0 +1,388 @@
+//! The client library of the `pbft` toolkit.
+//!
+//! A [`Client`] signs each request with its ed25519 identity, sends it to the
+//! primary over its authenticated QUIC connections, and returns the result
+//! once `f + 1` distinct replicas sent matching replies (PBFT 4.1: at least
+//! one of them is correct, so the result is the one the correct replicas
+//! computed). If no quorum answers within the retransmission timeout, it
+//! sends the request to every replica (PBFT 4.1: a backup relays it to the
+//! primary and starts its view-change timer), doubling the timeout each
+//! time, until the request timeout.
+//!
+//! Exactly once: request numbers increase per client, starting from the
+//! wall clock in microseconds so that a restarted client never reuses one;
+//! a retransmission carries the same number, and replicas answer it from
+//! their reply table instead of executing it again.
+//!
+//! A client has one request outstanding at a time ([`Client::submit`] waits
+//! for the previous call); for concurrency, use several client identities.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use pbft_client::{Client, ClientConfig};
+//! use pbft_crypto::SecretKey;
+//! use pbft_types::ClientId;
+//!
+//! // The cluster file and the identity made by `pbft-node testnet`.
+//! # let cluster: pbft_types::ClusterConfig = unimplemented!();
+//! let key = SecretKey::read_pem_file("client-0/identity.key".as_ref())?;
+//! let client = Client::connect(ClientConfig::new(cluster, ClientId(1), key)).await?;
+//! let result = client.submit(b"any operation the service understands".to_vec()).await?;
+//! println!("{} bytes of result", result.len());
+//! client.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The tests in `tests/quorum.rs` run real clients against replicas that
+//! answer, lie or stay silent, over QUIC on loopback.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pbft_crypto::{CryptoError, Principal, SecretKey, Signer, TlsIdentity};
+use pbft_quic::{ClientEndpoint, ClientEndpointConfig, Lane, QuicError, Receiver};
+use pbft_types::{ClientId, ClusterConfig, Message, ReplicaId, Request, RequestNo, View};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+/// How to build a [`Client`].
+#[derive(Debug)]
+pub struct ClientConfig {
+    /// The cluster.
+    pub cluster: ClusterConfig,
+    /// This client's id in the cluster.
+    pub id: ClientId,
+    /// This client's identity key (configured for `id`).
+    pub key: SecretKey,
+    /// Send to every replica when no quorum answered within this; doubles
+    /// on each retransmission up to `retransmit_timeout_ms_max`.
+    pub retransmit_timeout_ms: u64,
+    /// Upper bound of the retransmission timeout.
+    pub retransmit_timeout_ms_max: u64,
+    /// Give up on a request after this long.
+    pub request_timeout_ms: u64,
+    /// Largest operation accepted (replicas refuse larger ones).
+    pub op_bytes_max: usize,
+    /// Local address to bind.
+    pub bind: SocketAddr,
+    /// The first request number; default: the wall clock in microseconds.
+    pub first_request_no: Option<RequestNo>,
+}
+
+impl ClientConfig {
+    /// Defaults: retransmit after 500 ms (up to 4 s), give up after 10 s,
+    /// operations up to 64 KiB.
+    #[must_use]
+    pub fn new(cluster: ClusterConfig, id: ClientId, key: SecretKey) -> Self {
+        Self {
+            cluster,
+            id,
+            key,
+            retransmit_timeout_ms: 500,
+            retransmit_timeout_ms_max: 4_000,
+            request_timeout_ms: 10_000,
+            op_bytes_max: 64 * 1024,
+            bind: SocketAddr::from(([0, 0, 0, 0], 0)),
+            first_request_no: None,
+        }
+    }
+}
+
+/// Why a request did not produce a result.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// No `f + 1` matching replies arrived in time. The request may still
+    /// execute (the outcome is unknown).
+    #[error("request {request_no} timed out after {waited_ms} ms ({replies} replies, {needed} matching needed)")]
+    Timeout {
+        /// The request.
+        request_no: RequestNo,
+        /// How long the client waited.
+        waited_ms: u64,
+        /// Replies received.
+        replies: usize,
+        /// Matching replies needed.
+        needed: usize,
+    },
+    /// Every replica answered, and no result has `f + 1` matching replies:
+    /// more than `f` replicas are faulty, or the service is not
+    /// deterministic.
+    #[error("request {request_no}: {replies} replies but no {needed} of them match")]
+    NoMatchingQuorum {
+        /// The request.
+        request_no: RequestNo,
+        /// Replies received.
+        replies: usize,
+        /// Matching replies needed.
+        needed: usize,
+    },
+    /// The request was refused before it was sent.
+    #[error("request rejected: {reason}")]
+    Rejected {
+        /// Why.
+        reason: String,
+    },
+    /// The configuration is unusable.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The transport failed.
+    #[error(transparent)]
+    Transport(#[from] QuicError),
+    /// Signing failed.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    /// The endpoint closed.
+    #[error("the client endpoint is closed")]
+    Closed,
+}
+
+struct Inner {
+    receiver: Receiver,
+    next_request_no: RequestNo,
+    /// The highest view seen in accepted replies: its primary gets requests first.
+    view: View,
+}
+
+/// A connected client. See the crate documentation.
+pub struct Client {
+    endpoint: ClientEndpoint,
+    signer: Signer<ClientId>,
+    cluster: ClusterConfig,
+    config_timeouts: (u64, u64, u64),
+    op_bytes_max: usize,
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("id", &self.signer.id())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The votes of the replicas for one request.
+#[derive(Debug, Default)]
+struct Votes {
+    by_replica: BTreeMap<ReplicaId, (View, Vec<u8>)>,
+}
+
+impl Votes {
+    /// Records a replica's reply (its latest one counts) and returns the
+    /// result and highest view once `needed` replicas agree on it.
+    fn add(
+        &mut self,
+        replica: ReplicaId,
+        view: View,
+        result: Vec<u8>,
+        needed: usize,
+    ) -> Option<(Vec<u8>, View)> {
+        self.by_replica.insert(replica, (view, result));
+        let mut tally: BTreeMap<&[u8], (usize, View)> = BTreeMap::new();
+        for (v, r) in self.by_replica.values() {
+            let entry = tally.entry(r.as_slice()).or_insert((0, View(0)));
+            entry.0 += 1;
+            entry.1 = entry.1.max(*v);
+        }
+        tally
+            .into_iter()
+            .find(|(_, (count, _))| *count >= needed)
+            .map(|(result, (_, view))| (result.to_vec(), view))
+    }
+
+    fn len(&self) -> usize {
+        self.by_replica.len()
+    }
+}
+
+impl Client {
+    /// Starts the client's connections to every replica. Must be called in a
+    /// Tokio runtime.
+    ///
+    /// # Errors
+    /// [`ClientError::Config`] or [`ClientError::Transport`].
+    pub async fn connect(config: ClientConfig) -> Result<Self, ClientError> {
+        if config.retransmit_timeout_ms == 0 || config.request_timeout_ms == 0 {
+            return Err(ClientError::Config("timeouts must be positive".into()));
+        }
+        let identity = TlsIdentity::generate(&config.key, &format!("client-{}", config.id))?;
+        let mut endpoint_config =
+            ClientEndpointConfig::new(config.cluster.clone(), config.id, identity);
+        endpoint_config.bind = config.bind;
+        let (endpoint, receiver) = ClientEndpoint::start(endpoint_config)?;
+        let first = config.first_request_no.unwrap_or_else(|| {
+            RequestNo(
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(1, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2)),
+            )
+        });
+        Ok(Self {
+            signer: Signer::new(config.key, config.cluster.cluster_id, config.id),
+            cluster: config.cluster,
+            config_timeouts: (
+                config.retransmit_timeout_ms,
+                config
+                    .retransmit_timeout_ms_max
+                    .max(config.retransmit_timeout_ms),
+                config.request_timeout_ms,
+            ),
+            op_bytes_max: config.op_bytes_max,
+            endpoint,
+            inner: Mutex::new(Inner {
+                receiver,
+                next_request_no: first,
+                view: View(0),
+            }),
+        })
+    }
+
+    /// This client's id.
+    #[must_use]
+    pub fn id(&self) -> ClientId {
+        self.signer.id()
+    }
+
+    /// The replicas this client is connected to now.
+    #[must_use]
+    pub fn connected_replicas(&self) -> usize {
+        self.endpoint.connected_peers().len()
+    }
+
+    /// Waits until at least `count` replicas are connected, or `timeout`.
+    /// Returns whether they are.
+    pub async fn wait_connected(&self, count: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.connected_replicas() < count {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    /// Submits an operation to be ordered and executed, and returns the
+    /// result that `f + 1` replicas agree on.
+    ///
+    /// # Errors
+    /// [`ClientError::Timeout`], [`ClientError::NoMatchingQuorum`],
+    /// [`ClientError::Rejected`] (operation too large), [`ClientError::Closed`],
+    /// [`ClientError::Transport`].
+    pub async fn submit(&self, op: Vec<u8>) -> Result<Vec<u8>, ClientError> {
+        if op.len() > self.op_bytes_max {
+            return Err(ClientError::Rejected {
+                reason: format!(
+                    "operation of {} bytes exceeds {} bytes",
+                    op.len(),
+                    self.op_bytes_max
+                ),
+            });
+        }
+        let mut inner = self.inner.lock().await;
+        let request_no = inner.next_request_no;
+        inner.next_request_no = request_no.next();
+        let signed = self.signer.sign(Request {
+            request_no,
+            read_only: false,
+            op,
+        })?;
+        let message = Message::Request(signed);
+        let needed = self.cluster.reply_quorum();
+        let (retransmit_ms, retransmit_ms_max, request_ms) = self.config_timeouts;
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(request_ms);
+        let primary = self.cluster.primary(inner.view);
+        self.endpoint
+            .send_wait(primary, Lane::Consensus, message.clone())
+            .await?;
+        let mut retransmit_after = Duration::from_millis(retransmit_ms);
+        let mut next_retransmit = started + retransmit_after;
+        let mut votes = Votes::default();
+        loop {
+            let wake = next_retransmit.min(deadline);
+            let received = tokio::select! {
+                r = inner.receiver.recv() => r,
+                () = tokio::time::sleep_until(wake) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(ClientError::Timeout {
+                            request_no,
+                            waited_ms: u64::try_from(now.duration_since(started).as_millis()).unwrap_or(u64::MAX),
+                            replies: votes.len(),
+                            needed,
+                        });
+                    }
+                    // PBFT 4.1: no quorum in time; send to every replica.
+                    tracing::debug!(%request_no, "retransmitting to all replicas");
+                    self.endpoint.broadcast(Lane::Consensus, message.clone())?;
+                    retransmit_after = (retransmit_after * 2).min(Duration::from_millis(retransmit_ms_max));
+                    next_retransmit = now + retransmit_after;
+                    continue;
+                }
+            };
+            let Some(received) = received else {
+                return Err(ClientError::Closed);
+            };
+            let (Principal::Replica(from), Message::Reply(reply)) =
+                (received.from, received.message)
+            else {
+                continue;
+            };
+            // A reply counts for the replica whose channel carried it, and
+            // only for this client's current request.
+            if reply.replica != from || reply.client != self.id() || reply.request_no != request_no
+            {
+                continue;
+            }
+            if let Some((result, view)) = votes.add(from, reply.view, reply.result, needed) {
+                inner.view = inner.view.max(view);
+                return Ok(result);
+            }
+            if votes.len() == self.cluster.n() {
+                return Err(ClientError::NoMatchingQuorum {
+                    request_no,
+                    replies: votes.len(),
+                    needed,
+                });
+            }
+        }
+    }
+
+    /// Closes the connections.
+    pub async fn shutdown(self) {
+        self.endpoint.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn votes_need_f_plus_one_matching_from_distinct_replicas() {
+        let mut v = Votes::default();
+        assert_eq!(v.add(ReplicaId(0), View(0), b"a".to_vec(), 2), None);
+        // The same replica again does not make two votes.
+        assert_eq!(v.add(ReplicaId(0), View(0), b"a".to_vec(), 2), None);
+        assert_eq!(v.add(ReplicaId(1), View(0), b"b".to_vec(), 2), None);
+        assert_eq!(
+            v.add(ReplicaId(2), View(3), b"a".to_vec(), 2),
+            Some((b"a".to_vec(), View(3)))
+        );
+    }
+
+    #[test]
+    fn a_replica_that_changes_its_answer_counts_once() {
+        let mut v = Votes::default();
+        assert_eq!(v.add(ReplicaId(0), View(0), b"a".to_vec(), 2), None);
+        assert_eq!(v.add(ReplicaId(0), View(0), b"b".to_vec(), 2), None);
+        assert_eq!(v.add(ReplicaId(1), View(0), b"a".to_vec(), 2), None);
+        assert_eq!(v.len(), 2);
+    }
+}
