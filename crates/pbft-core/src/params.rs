@@ -1,0 +1,142 @@
+//! Protocol parameters: every bound has a name and a unit.
+
+/// How replicas know that a request in a batch is authentic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestAuth {
+    /// Clients sign requests with ed25519. The primary verifies a batch's
+    /// requests when it closes the batch; a backup verifies them, with
+    /// batch verification, before it accepts the pre-prepare.
+    ClientSignatures,
+    /// Clients send each request to every replica over their authenticated
+    /// channel. A backup accepts a pre-prepare only once it holds every
+    /// request of the batch itself (it parks the pre-prepare, within
+    /// `parked_pre_prepares_max`, until the missing requests arrive).
+    /// Signatures on requests are not checked.
+    Channel,
+}
+
+/// The parameters of the protocol, shared by every replica of a cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Params {
+    /// `L`: the log window between the low and the high watermark, in
+    /// sequence numbers (PBFT 4.3); a multiple of `checkpoint_interval_seqs`.
+    pub log_window_seqs: u64,
+    /// `K`: a checkpoint is taken every `K` sequence numbers (PBFT 4.3).
+    pub checkpoint_interval_seqs: u64,
+    /// Batches the primary keeps in flight (assigned, not yet executed).
+    pub pipeline_batches_max: u64,
+    /// Requests in one batch.
+    pub batch_requests_max: usize,
+    /// The primary closes a partial batch after this delay.
+    pub batch_delay_us_max: u64,
+    /// Requests held waiting for ordering, all clients together.
+    pub pending_requests_max: usize,
+    /// Requests held waiting for ordering, per client.
+    pub client_pending_requests_max: usize,
+    /// Size of one request's operation.
+    pub request_op_bytes_max: usize,
+    /// Messages above the high watermark kept for when the window moves.
+    pub future_messages_max: usize,
+    /// Pre-prepares parked waiting for their requests
+    /// ([`RequestAuth::Channel`]).
+    pub parked_pre_prepares_max: usize,
+    /// Period of the retransmission timer.
+    pub retransmit_interval_us: u64,
+    /// The view-change timer (PBFT 4.4), only started and stopped here.
+    pub view_change_timeout_us: u64,
+    /// How requests are authenticated.
+    pub request_auth: RequestAuth,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Self {
+            log_window_seqs: 256,
+            checkpoint_interval_seqs: 128,
+            pipeline_batches_max: 16,
+            batch_requests_max: 128,
+            batch_delay_us_max: 1_000,
+            pending_requests_max: 65_536,
+            client_pending_requests_max: 64,
+            request_op_bytes_max: 64 * 1024,
+            future_messages_max: 4_096,
+            parked_pre_prepares_max: 64,
+            retransmit_interval_us: 200_000,
+            view_change_timeout_us: 2_000_000,
+            request_auth: RequestAuth::ClientSignatures,
+        }
+    }
+}
+
+/// Why a [`Params`] was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParamsError {
+    /// A bound that must be positive is zero.
+    #[error("{0} must be positive")]
+    Zero(&'static str),
+    /// `L` is not a multiple of `K`.
+    #[error(
+        "log_window_seqs ({window}) must be a multiple of checkpoint_interval_seqs ({interval})"
+    )]
+    WindowNotMultiple {
+        /// `L`.
+        window: u64,
+        /// `K`.
+        interval: u64,
+    },
+    /// The pipeline is wider than the window.
+    #[error("pipeline_batches_max ({pipeline}) exceeds log_window_seqs ({window})")]
+    PipelineTooWide {
+        /// The pipeline.
+        pipeline: u64,
+        /// The window.
+        window: u64,
+    },
+    /// The cluster's public keys do not parse.
+    #[error("cluster keys: {0}")]
+    Keys(String),
+    /// The replica id is not in the cluster configuration (or its key
+    /// differs from the signer's).
+    #[error("replica {0} is not in the cluster configuration")]
+    UnknownReplica(pbft_types::ReplicaId),
+}
+
+impl Params {
+    /// Checks the parameters.
+    ///
+    /// # Errors
+    /// The first problem found.
+    pub fn validate(&self) -> Result<(), ParamsError> {
+        let positive = [
+            ("log_window_seqs", self.log_window_seqs),
+            ("checkpoint_interval_seqs", self.checkpoint_interval_seqs),
+            ("pipeline_batches_max", self.pipeline_batches_max),
+            ("batch_requests_max", self.batch_requests_max as u64),
+            ("pending_requests_max", self.pending_requests_max as u64),
+            (
+                "client_pending_requests_max",
+                self.client_pending_requests_max as u64,
+            ),
+            ("retransmit_interval_us", self.retransmit_interval_us),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(ParamsError::Zero(name));
+            }
+        }
+        if self.log_window_seqs % self.checkpoint_interval_seqs != 0 {
+            return Err(ParamsError::WindowNotMultiple {
+                window: self.log_window_seqs,
+                interval: self.checkpoint_interval_seqs,
+            });
+        }
+        if self.pipeline_batches_max > self.log_window_seqs {
+            return Err(ParamsError::PipelineTooWide {
+                pipeline: self.pipeline_batches_max,
+                window: self.log_window_seqs,
+            });
+        }
+        Ok(())
+    }
+}

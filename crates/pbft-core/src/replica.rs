@@ -1,0 +1,1713 @@
+//! The replica state machine: normal case (PBFT 4.2), checkpoints and
+//! garbage collection (PBFT 4.3).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use pbft_crypto::{batch_digest, Keyring, Signer, Verified};
+use pbft_types::{
+    Batch, Checkpoint, ClientId, ClientRequest, ClusterConfig, Commit, Digest, Fetch,
+    FetchResponse, Message, PrePrepare, Prepare, PreparedCert, QuorumCert, ReplicaId, Reply,
+    RequestNo, SeqNo, Signed, View,
+};
+
+use crate::app::{checkpoint_digest, Application, CachedReply, Snapshot};
+use crate::io::{Input, Output, Peer, PersistId, PersistRecord, Time, Timer};
+use crate::params::{Params, ParamsError, RequestAuth};
+use crate::Rejection;
+
+/// Counters of the work a replica did, for metrics and for the benchmark
+/// (which subtracts the cost of cryptography from the core's time).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Signatures of replicas checked one by one.
+    pub signatures_verified: u64,
+    /// Client request signatures checked (in batches).
+    pub request_signatures_verified: u64,
+    /// Signatures made.
+    pub signatures_made: u64,
+    /// Batch digests computed.
+    pub batch_digests: u64,
+    /// Certificates of commits checked (fetched batches).
+    pub certificates_verified: u64,
+    /// Requests executed.
+    pub requests_executed: u64,
+    /// Batches executed.
+    pub batches_executed: u64,
+    /// Inputs rejected.
+    pub rejections: u64,
+}
+
+/// One sequence number of the log, between the watermarks.
+#[derive(Debug, Default)]
+struct Slot {
+    /// The accepted pre-prepare (PBFT 4.2), with its batch.
+    pre_prepare: Option<Verified<PrePrepare>>,
+    batch: Option<Batch>,
+    /// Prepares by replica (first one wins; a second, different one is a
+    /// conflicting vote). Only those matching the pre-prepare count.
+    prepares: BTreeMap<ReplicaId, Verified<Prepare>>,
+    /// Commits by replica.
+    commits: BTreeMap<ReplicaId, Verified<Commit>>,
+    /// This replica signed its prepare (or, as primary, proposed).
+    prepare_signed: bool,
+    /// Primary: its own pre-prepare is durable and may be (re)sent.
+    pre_prepare_durable: bool,
+    /// This replica signed its commit.
+    commit_signed: bool,
+    /// Committed-local, or proven committed by a certificate.
+    committed: bool,
+    /// A commit certificate received with a fetched batch.
+    commit_cert: Option<QuorumCert<Commit>>,
+    executed: bool,
+}
+
+/// What to do once a persist is acknowledged (persist before send).
+#[derive(Debug)]
+enum AfterPersist {
+    BroadcastPrePrepare(SeqNo),
+    Prepare(Verified<Prepare>),
+    Commit(Verified<Commit>),
+    Checkpoint(Verified<Checkpoint>),
+}
+
+/// A pre-prepare waiting for requests this backup does not hold yet
+/// ([`RequestAuth::Channel`]).
+#[derive(Debug)]
+struct Parked {
+    pre_prepare: Verified<PrePrepare>,
+    batch: Batch,
+}
+
+/// Requests waiting to be ordered (primary) or executed (backup), in
+/// arrival order, bounded in total and per client.
+#[derive(Debug, Default)]
+struct Pending {
+    by_arrival: BTreeMap<u64, ClientRequest>,
+    by_client: BTreeMap<ClientId, BTreeMap<RequestNo, u64>>,
+    next_arrival: u64,
+}
+
+impl Pending {
+    fn len(&self) -> usize {
+        self.by_arrival.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_arrival.is_empty()
+    }
+
+    fn contains(&self, client: ClientId, no: RequestNo) -> bool {
+        self.by_client
+            .get(&client)
+            .is_some_and(|m| m.contains_key(&no))
+    }
+
+    fn get(&self, client: ClientId, no: RequestNo) -> Option<&ClientRequest> {
+        let arrival = self.by_client.get(&client)?.get(&no)?;
+        self.by_arrival.get(arrival)
+    }
+
+    fn client_len(&self, client: ClientId) -> usize {
+        self.by_client.get(&client).map_or(0, BTreeMap::len)
+    }
+
+    fn insert(&mut self, request: ClientRequest) {
+        let arrival = self.next_arrival;
+        self.next_arrival += 1;
+        self.by_client
+            .entry(request.signer)
+            .or_default()
+            .insert(request.value.request_no, arrival);
+        self.by_arrival.insert(arrival, request);
+    }
+
+    /// Removes the client's requests numbered `no` or lower.
+    fn remove_up_to(&mut self, client: ClientId, no: RequestNo) {
+        let Some(map) = self.by_client.get_mut(&client) else {
+            return;
+        };
+        let keep = map.split_off(&no.next());
+        for arrival in map.values() {
+            self.by_arrival.remove(arrival);
+        }
+        if keep.is_empty() {
+            self.by_client.remove(&client);
+        } else {
+            *map = keep;
+        }
+    }
+
+    /// Takes up to `max` requests in arrival order.
+    fn take_front(&mut self, max: usize) -> Vec<ClientRequest> {
+        let mut out = Vec::with_capacity(max.min(self.len()));
+        while out.len() < max {
+            let Some((_, request)) = self.by_arrival.pop_first() else {
+                break;
+            };
+            if let Some(map) = self.by_client.get_mut(&request.signer) {
+                map.remove(&request.value.request_no);
+                if map.is_empty() {
+                    self.by_client.remove(&request.signer);
+                }
+            }
+            out.push(request);
+        }
+        out
+    }
+}
+
+/// One PBFT replica as a pure state machine.
+///
+/// Drive it with [`Replica::step`]; it owns the [`Application`] and calls
+/// it when a batch commits (so `Output::Executed` is an event, not a
+/// command). See the crate documentation for the protocol and the
+/// persist-before-send rule.
+pub struct Replica<A> {
+    id: ReplicaId,
+    config: ClusterConfig,
+    params: Params,
+    signer: Signer<ReplicaId>,
+    keyring: Keyring,
+    app: A,
+    /// The client reply table, part of the checkpointed state (PBFT 4.3).
+    replies: BTreeMap<ClientId, CachedReply>,
+    view: View,
+    /// `h`: the sequence number of the last stable checkpoint.
+    low: SeqNo,
+    stable_cert: Option<QuorumCert<Checkpoint>>,
+    last_executed: SeqNo,
+    /// Primary: the next sequence number to assign.
+    next_seq: SeqNo,
+    log: BTreeMap<SeqNo, Slot>,
+    /// Checkpoint votes by sequence number, then replica.
+    checkpoints: BTreeMap<SeqNo, BTreeMap<ReplicaId, Verified<Checkpoint>>>,
+    pending: Pending,
+    /// Primary: requests assigned to a sequence number, not yet executed.
+    in_flight: BTreeSet<(ClientId, RequestNo)>,
+    /// Messages above the high watermark, per sender bound.
+    future: VecDeque<(ReplicaId, Message)>,
+    future_by_peer: BTreeMap<ReplicaId, usize>,
+    parked: BTreeMap<SeqNo, Parked>,
+    awaiting_persist: BTreeMap<PersistId, Vec<AfterPersist>>,
+    next_persist: u64,
+    outputs: Vec<Output>,
+    now: Time,
+    batch_timer_armed: bool,
+    batch_deadline: Option<Time>,
+    retransmit_armed: bool,
+    view_change_armed: bool,
+    /// `(last_executed, low)` at the previous retransmission tick.
+    progress_mark: (SeqNo, SeqNo),
+    /// The highest sequence number any replica's message named (evidence
+    /// that this replica is behind).
+    highest_seen: SeqNo,
+    /// Snapshots of this replica's own checkpoints above `low`, and the one
+    /// at `low` (served to replicas that fell behind).
+    snapshots: BTreeMap<SeqNo, Vec<u8>>,
+    /// A verified stable checkpoint above our state whose snapshot we fetch.
+    transfer_target: Option<QuorumCert<Checkpoint>>,
+    stats: Stats,
+}
+
+impl<A: Application> Replica<A> {
+    /// A replica in view 0 with the application's initial state.
+    ///
+    /// # Errors
+    /// [`ParamsError`] for invalid parameters, a signer that is not a
+    /// configured replica, or a configuration whose keys do not parse.
+    pub fn new(
+        config: ClusterConfig,
+        params: Params,
+        signer: Signer<ReplicaId>,
+        app: A,
+    ) -> Result<Self, ParamsError> {
+        params.validate()?;
+        let id = signer.id();
+        match config.replica(id) {
+            Some(entry) if entry.public_key == signer.public_key() => {}
+            _ => return Err(ParamsError::UnknownReplica(id)),
+        }
+        let keyring = Keyring::new(&config).map_err(|e| ParamsError::Keys(e.to_string()))?;
+        Ok(Self {
+            id,
+            config,
+            params,
+            signer,
+            keyring,
+            app,
+            replies: BTreeMap::new(),
+            view: View(0),
+            low: SeqNo(0),
+            stable_cert: None,
+            last_executed: SeqNo(0),
+            next_seq: SeqNo(1),
+            log: BTreeMap::new(),
+            checkpoints: BTreeMap::new(),
+            pending: Pending::default(),
+            in_flight: BTreeSet::new(),
+            future: VecDeque::new(),
+            future_by_peer: BTreeMap::new(),
+            parked: BTreeMap::new(),
+            awaiting_persist: BTreeMap::new(),
+            next_persist: 0,
+            outputs: Vec::new(),
+            now: Time(0),
+            batch_timer_armed: false,
+            batch_deadline: None,
+            retransmit_armed: false,
+            view_change_armed: false,
+            progress_mark: (SeqNo(0), SeqNo(0)),
+            highest_seen: SeqNo(0),
+            snapshots: BTreeMap::new(),
+            transfer_target: None,
+            stats: Stats::default(),
+        })
+    }
+
+    // ----- accessors -------------------------------------------------------
+
+    /// This replica's id.
+    #[must_use]
+    pub fn id(&self) -> ReplicaId {
+        self.id
+    }
+    /// The current view.
+    #[must_use]
+    pub fn view(&self) -> View {
+        self.view
+    }
+    /// Whether this replica is the primary of its view.
+    #[must_use]
+    pub fn is_primary(&self) -> bool {
+        self.config.primary(self.view) == self.id
+    }
+    /// `h`, the last stable checkpoint.
+    #[must_use]
+    pub fn low_watermark(&self) -> SeqNo {
+        self.low
+    }
+    /// `H = h + L`.
+    #[must_use]
+    pub fn high_watermark(&self) -> SeqNo {
+        SeqNo(self.low.0.saturating_add(self.params.log_window_seqs))
+    }
+    /// The last sequence number executed.
+    #[must_use]
+    pub fn last_executed(&self) -> SeqNo {
+        self.last_executed
+    }
+    /// The proof of the last stable checkpoint (`None` at the start).
+    #[must_use]
+    pub fn stable_checkpoint(&self) -> Option<&QuorumCert<Checkpoint>> {
+        self.stable_cert.as_ref()
+    }
+    /// Log entries held (sequence numbers with any state).
+    #[must_use]
+    pub fn log_len(&self) -> usize {
+        self.log.len()
+    }
+    /// Sequence numbers with checkpoint votes held.
+    #[must_use]
+    pub fn checkpoint_votes_len(&self) -> usize {
+        self.checkpoints.len()
+    }
+    /// Requests held waiting for ordering or execution.
+    #[must_use]
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+    /// Messages buffered above the high watermark.
+    #[must_use]
+    pub fn future_len(&self) -> usize {
+        self.future.len()
+    }
+    /// The application.
+    #[must_use]
+    pub fn app(&self) -> &A {
+        &self.app
+    }
+    /// The parameters.
+    #[must_use]
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+    /// The work counters.
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+    /// The cached reply of a client's last executed request.
+    #[must_use]
+    pub fn cached_reply(&self, client: ClientId) -> Option<&CachedReply> {
+        self.replies.get(&client)
+    }
+
+    /// The prepared certificate for `seq` (PBFT 4.4, the set `P`): the
+    /// pre-prepare and `2f` matching prepares from distinct backups, or
+    /// `None` if the batch did not prepare here. View change (issue 4)
+    /// carries these.
+    #[must_use]
+    pub fn prepared_certificate(&self, seq: SeqNo) -> Option<PreparedCert> {
+        let slot = self.log.get(&seq)?;
+        let pp = slot.pre_prepare.as_ref()?;
+        let votes = self
+            .matching_prepares(slot, pp.value())
+            .cloned()
+            .collect::<Vec<_>>();
+        let cert = self.keyring.certify(votes, self.prepare_quorum()).ok()?;
+        Some(PreparedCert {
+            pre_prepare: pp.signed().clone(),
+            prepares: cert.into_cert(),
+        })
+    }
+
+    // ----- the entry point ---------------------------------------------------
+
+    /// Handles one input at time `now` and returns the outputs, which the
+    /// host carries out in order.
+    pub fn step(&mut self, now: Time, input: Input) -> Vec<Output> {
+        self.now = now;
+        match input {
+            Input::ClientRequest { from, request } => self.on_client_request(from, request),
+            Input::Message { from, message } => self.on_message(from, message),
+            Input::TimerFired(timer) => self.on_timer(timer),
+            Input::PersistDone(id) => self.on_persist_done(id),
+        }
+        self.arm_timers();
+        std::mem::take(&mut self.outputs)
+    }
+
+    fn reject(&mut self, from: Peer, reason: Rejection) {
+        self.stats.rejections += 1;
+        self.outputs.push(Output::Rejected { from, reason });
+    }
+
+    fn quorum(&self) -> usize {
+        self.config.quorum()
+    }
+
+    /// Prepares needed besides the pre-prepare: `2f` for `n = 3f + 1`.
+    fn prepare_quorum(&self) -> usize {
+        self.config.quorum().saturating_sub(1)
+    }
+
+    fn primary(&self) -> ReplicaId {
+        self.config.primary(self.view)
+    }
+
+    fn persist(&mut self, records: Vec<PersistRecord>, after: Vec<AfterPersist>) {
+        let id = PersistId(self.next_persist);
+        self.next_persist += 1;
+        if !after.is_empty() {
+            self.awaiting_persist.insert(id, after);
+        }
+        self.outputs.push(Output::Persist { id, records });
+    }
+
+    // ----- client requests (PBFT 4.1) ---------------------------------------
+
+    fn on_client_request(&mut self, from: ClientId, request: ClientRequest) {
+        let peer = Peer::Client(from);
+        if request.signer != from {
+            return self.reject(
+                peer,
+                Rejection::ClientMismatch {
+                    from,
+                    signer: request.signer,
+                },
+            );
+        }
+        if self.config.client(from).is_none() {
+            return self.reject(peer, Rejection::UnknownClient(from));
+        }
+        let size = request.value.op.len();
+        if size > self.params.request_op_bytes_max {
+            let max = self.params.request_op_bytes_max;
+            return self.reject(peer, Rejection::RequestTooLarge { max, got: size });
+        }
+        let no = request.value.request_no;
+        if let Some(cached) = self.replies.get(&from) {
+            if no == cached.request_no {
+                // PBFT 4.1: a retransmitted request gets the stored reply again.
+                let reply = Reply {
+                    view: self.view,
+                    client: from,
+                    request_no: no,
+                    replica: self.id,
+                    result: cached.result.clone(),
+                };
+                self.outputs.push(Output::Reply {
+                    client: from,
+                    reply,
+                });
+                return;
+            }
+            if no < cached.request_no {
+                let last = cached.request_no;
+                return self.reject(
+                    peer,
+                    Rejection::StaleRequest {
+                        client: from,
+                        last,
+                        got: no,
+                    },
+                );
+            }
+        }
+        if self.pending.contains(from, no) || self.in_flight.contains(&(from, no)) {
+            return self.reject(peer, Rejection::Duplicate);
+        }
+        if self.pending.len() >= self.params.pending_requests_max {
+            return self.reject(peer, Rejection::Full("pending_requests"));
+        }
+        if self.pending.client_len(from) >= self.params.client_pending_requests_max {
+            return self.reject(peer, Rejection::Full("client_pending_requests"));
+        }
+        self.pending.insert(request);
+        if self.is_primary() {
+            if self.batch_deadline.is_none() {
+                self.batch_deadline = Some(self.now.plus_us(self.params.batch_delay_us_max));
+            }
+            self.try_propose();
+        } else if self.params.request_auth == RequestAuth::Channel && !self.parked.is_empty() {
+            self.retry_parked();
+        }
+    }
+
+    // ----- the primary: batching and pre-prepare (PBFT 4.2, TOCS 5.1.4) -----
+
+    fn can_propose(&self) -> bool {
+        let in_flight = self.next_seq.0.saturating_sub(self.last_executed.0 + 1);
+        self.is_primary()
+            && self.next_seq <= self.high_watermark()
+            && in_flight < self.params.pipeline_batches_max
+    }
+
+    /// Closes batches while the pipeline and the window allow: a full batch
+    /// at once, a partial one when `batch_delay_us_max` has passed.
+    fn try_propose(&mut self) {
+        while !self.pending.is_empty() && self.can_propose() {
+            let full = self.pending.len() >= self.params.batch_requests_max;
+            let due = self.batch_deadline.is_some_and(|d| d <= self.now);
+            if !full && !due {
+                break;
+            }
+            let candidates = self.pending.take_front(self.params.batch_requests_max);
+            let requests = self.authentic_requests(candidates);
+            if !requests.is_empty() {
+                self.propose(Batch { requests });
+            }
+            self.batch_deadline = (!self.pending.is_empty())
+                .then(|| self.now.plus_us(self.params.batch_delay_us_max));
+        }
+    }
+
+    /// The primary's check of requests: not stale, and (with client
+    /// signatures) verified in one batch.
+    fn authentic_requests(&mut self, candidates: Vec<ClientRequest>) -> Vec<ClientRequest> {
+        let fresh: Vec<ClientRequest> = candidates
+            .into_iter()
+            .filter(|r| {
+                let last = self
+                    .replies
+                    .get(&r.signer)
+                    .map_or(RequestNo(0), |c| c.request_no);
+                r.value.request_no > last
+                    && !self.in_flight.contains(&(r.signer, r.value.request_no))
+            })
+            .collect();
+        if self.params.request_auth == RequestAuth::Channel || fresh.is_empty() {
+            return fresh;
+        }
+        let keys: Vec<(ClientId, RequestNo)> = fresh
+            .iter()
+            .map(|r| (r.signer, r.value.request_no))
+            .collect();
+        self.stats.request_signatures_verified += fresh.len() as u64;
+        let results = self.keyring.verify_batch(fresh);
+        let mut out = Vec::with_capacity(results.len());
+        for (result, (client, request_no)) in results.into_iter().zip(keys) {
+            match result {
+                Ok(v) => out.push(v.into_signed()),
+                Err(_) => self.reject(
+                    Peer::Client(client),
+                    Rejection::BadRequestSignature { client, request_no },
+                ),
+            }
+        }
+        out
+    }
+
+    fn propose(&mut self, batch: Batch) {
+        let seq = self.next_seq;
+        let digest = match batch_digest(&batch) {
+            Ok(d) => d,
+            Err(e) => return self.reject(Peer::Host, Rejection::Internal(e.to_string())),
+        };
+        self.stats.batch_digests += 1;
+        let pp = match self.signer.sign_verified(PrePrepare {
+            view: self.view,
+            seq,
+            digest,
+        }) {
+            Ok(pp) => pp,
+            Err(e) => return self.reject(Peer::Host, Rejection::Internal(e.to_string())),
+        };
+        self.stats.signatures_made += 1;
+        self.next_seq = seq.next();
+        for r in &batch.requests {
+            self.in_flight.insert((r.signer, r.value.request_no));
+        }
+        let record = PersistRecord::PrePrepare {
+            pre_prepare: pp.signed().clone(),
+            batch: batch.clone(),
+        };
+        let slot = self.log.entry(seq).or_default();
+        slot.pre_prepare = Some(pp);
+        slot.batch = Some(batch);
+        slot.prepare_signed = true;
+        // Persist before send: the pre-prepare leaves once it is durable.
+        self.persist(vec![record], vec![AfterPersist::BroadcastPrePrepare(seq)]);
+    }
+
+    // ----- replica messages -------------------------------------------------
+
+    fn on_message(&mut self, from: ReplicaId, message: Message) {
+        let peer = Peer::Replica(from);
+        if self.config.replica(from).is_none() {
+            return self.reject(peer, Rejection::UnknownReplica(from));
+        }
+        match message {
+            Message::PrePrepare { pre_prepare, batch } => {
+                self.on_pre_prepare(from, pre_prepare, batch)
+            }
+            Message::Prepare(p) => self.on_prepare(from, p),
+            Message::Commit(c) => self.on_commit(from, c),
+            Message::Checkpoint(c) => self.on_checkpoint(from, c),
+            Message::Fetch(f) => self.on_fetch(from, f),
+            Message::FetchResponse(r) => self.on_fetch_response(from, r),
+            other => self.reject(peer, Rejection::Unsupported(other.kind_name())),
+        }
+    }
+
+    /// Checks view and window of a normal-case message. `Ok(false)` means
+    /// the message was buffered for later (above the high watermark).
+    fn admit(
+        &mut self,
+        from: ReplicaId,
+        view: View,
+        seq: SeqNo,
+        message: &Message,
+    ) -> Result<bool, Rejection> {
+        if view != self.view {
+            return Err(Rejection::WrongView {
+                expected: self.view,
+                got: view,
+            });
+        }
+        self.admit_seq(from, seq, message)
+    }
+
+    fn admit_seq(
+        &mut self,
+        from: ReplicaId,
+        seq: SeqNo,
+        message: &Message,
+    ) -> Result<bool, Rejection> {
+        let (low, high) = (self.low, self.high_watermark());
+        self.highest_seen = self.highest_seen.max(seq);
+        if seq <= low {
+            return Err(Rejection::OutsideWindow {
+                low,
+                high,
+                got: seq,
+            });
+        }
+        if seq > high {
+            // Bounded per sender: a flood from one peer cannot push out others.
+            let per_peer = (self.params.future_messages_max / self.config.n().max(1)).max(1);
+            let count = self.future_by_peer.entry(from).or_default();
+            if *count >= per_peer || seq.0 > high.0.saturating_add(self.params.log_window_seqs) {
+                return Err(Rejection::OutsideWindow {
+                    low,
+                    high,
+                    got: seq,
+                });
+            }
+            *count += 1;
+            self.future.push_back((from, message.clone()));
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// PBFT 4.2: a backup accepts a pre-prepare if it is signed by the
+    /// primary of the current view, in the window, its digest matches the
+    /// batch, no other digest was accepted at (v, n), and every request is
+    /// authentic.
+    fn on_pre_prepare(&mut self, from: ReplicaId, signed: Signed<PrePrepare>, batch: Batch) {
+        let peer = Peer::Replica(from);
+        if let Err(reason) = self.check_pre_prepare(from, &signed, &batch) {
+            return self.reject(peer, reason);
+        }
+        let (view, seq) = (signed.value.view, signed.value.seq);
+        let message = Message::PrePrepare {
+            pre_prepare: signed,
+            batch,
+        };
+        match self.admit(from, view, seq, &message) {
+            Err(reason) => return self.reject(peer, reason),
+            Ok(false) => return,
+            Ok(true) => {}
+        }
+        let Message::PrePrepare {
+            pre_prepare: signed,
+            batch,
+        } = message
+        else {
+            return;
+        };
+        if let Some(slot) = self.log.get(&seq) {
+            if let Some(existing) = &slot.pre_prepare {
+                let reason = if existing.value().digest == signed.value.digest {
+                    Rejection::Duplicate
+                } else {
+                    // PBFT 4.2: no other digest at the same view and sequence number.
+                    Rejection::ConflictingPrePrepare { view, seq }
+                };
+                return self.reject(peer, reason);
+            }
+            if slot.committed {
+                return self.reject(peer, Rejection::Duplicate);
+            }
+        }
+        if self.parked.contains_key(&seq) {
+            return self.reject(peer, Rejection::Duplicate);
+        }
+        let computed = match batch_digest(&batch) {
+            Ok(d) => d,
+            Err(e) => return self.reject(peer, Rejection::Internal(e.to_string())),
+        };
+        self.stats.batch_digests += 1;
+        if computed != signed.value.digest {
+            return self.reject(
+                peer,
+                Rejection::DigestMismatch {
+                    expected: signed.value.digest,
+                    got: computed,
+                },
+            );
+        }
+        self.stats.signatures_verified += 1;
+        let pp = match self.keyring.verify(signed) {
+            Ok(pp) => pp,
+            Err(_) => return self.reject(peer, Rejection::BadSignature),
+        };
+        match self.params.request_auth {
+            RequestAuth::ClientSignatures => {
+                if let Err(reason) = self.verify_requests(&batch) {
+                    return self.reject(peer, reason);
+                }
+                self.accept_pre_prepare(pp, batch);
+            }
+            RequestAuth::Channel => {
+                if self.holds_all(&batch) {
+                    self.accept_pre_prepare(pp, batch);
+                } else if self.parked.len() >= self.params.parked_pre_prepares_max {
+                    self.reject(peer, Rejection::Full("parked_pre_prepares"));
+                } else {
+                    self.parked.insert(
+                        seq,
+                        Parked {
+                            pre_prepare: pp,
+                            batch,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Cheap structural checks, before any hashing or signature check.
+    fn check_pre_prepare(
+        &self,
+        from: ReplicaId,
+        signed: &Signed<PrePrepare>,
+        batch: &Batch,
+    ) -> Result<(), Rejection> {
+        if signed.signer != from {
+            return Err(Rejection::SignerMismatch {
+                from,
+                signer: signed.signer,
+            });
+        }
+        if signed.value.view != self.view {
+            return Err(Rejection::WrongView {
+                expected: self.view,
+                got: signed.value.view,
+            });
+        }
+        let primary = self.config.primary(signed.value.view);
+        if from != primary || from == self.id {
+            return Err(Rejection::NotPrimary {
+                expected: primary,
+                got: from,
+            });
+        }
+        let count = batch.requests.len();
+        if count == 0 || count > self.params.batch_requests_max {
+            return Err(Rejection::MalformedBatch("request count out of bounds"));
+        }
+        let mut seen = BTreeSet::new();
+        for r in &batch.requests {
+            if r.value.op.len() > self.params.request_op_bytes_max {
+                let max = self.params.request_op_bytes_max;
+                return Err(Rejection::RequestTooLarge {
+                    max,
+                    got: r.value.op.len(),
+                });
+            }
+            if !seen.insert((r.signer, r.value.request_no)) {
+                return Err(Rejection::MalformedBatch("a request appears twice"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Client signatures of a batch, with ed25519 batch verification.
+    fn verify_requests(&mut self, batch: &Batch) -> Result<(), Rejection> {
+        self.stats.request_signatures_verified += batch.requests.len() as u64;
+        let results = self.keyring.verify_batch(batch.requests.clone());
+        for (result, r) in results.iter().zip(&batch.requests) {
+            if result.is_err() {
+                return Err(Rejection::BadRequestSignature {
+                    client: r.signer,
+                    request_no: r.value.request_no,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// [`RequestAuth::Channel`]: every request was received by this replica
+    /// from its client (or already executed, in which case execution skips
+    /// it).
+    fn holds_all(&self, batch: &Batch) -> bool {
+        batch.requests.iter().all(|r| {
+            let executed = self
+                .replies
+                .get(&r.signer)
+                .is_some_and(|c| r.value.request_no <= c.request_no);
+            executed
+                || self
+                    .pending
+                    .get(r.signer, r.value.request_no)
+                    .is_some_and(|held| held.value == r.value)
+        })
+    }
+
+    fn retry_parked(&mut self) {
+        let ready: Vec<SeqNo> = self
+            .parked
+            .iter()
+            .filter(|(_, p)| self.holds_all(&p.batch))
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in ready {
+            if let Some(p) = self.parked.remove(&seq) {
+                if seq > self.low
+                    && !self
+                        .log
+                        .get(&seq)
+                        .is_some_and(|s| s.pre_prepare.is_some() || s.committed)
+                {
+                    self.accept_pre_prepare(p.pre_prepare, p.batch);
+                }
+            }
+        }
+    }
+
+    /// PBFT 4.2: the backup enters the pre-prepare and its batch in the log
+    /// and, once both and its prepare are durable, multicasts the prepare.
+    fn accept_pre_prepare(&mut self, pp: Verified<PrePrepare>, batch: Batch) {
+        let PrePrepare { view, seq, digest } = pp.value().clone();
+        let prepare = match self.signer.sign_verified(Prepare { view, seq, digest }) {
+            Ok(p) => p,
+            Err(e) => return self.reject(Peer::Host, Rejection::Internal(e.to_string())),
+        };
+        self.stats.signatures_made += 1;
+        let records = vec![
+            PersistRecord::PrePrepare {
+                pre_prepare: pp.signed().clone(),
+                batch: batch.clone(),
+            },
+            PersistRecord::Prepare(prepare.signed().clone()),
+        ];
+        let slot = self.log.entry(seq).or_default();
+        slot.pre_prepare = Some(pp);
+        slot.batch = Some(batch);
+        slot.prepare_signed = true;
+        self.persist(records, vec![AfterPersist::Prepare(prepare)]);
+        self.advance(seq);
+    }
+
+    /// PBFT 4.2: prepares from distinct backups, for the current view and
+    /// the window; the first vote of a replica at a sequence number counts.
+    fn on_prepare(&mut self, from: ReplicaId, signed: Signed<Prepare>) {
+        let peer = Peer::Replica(from);
+        if signed.signer != from {
+            return self.reject(
+                peer,
+                Rejection::SignerMismatch {
+                    from,
+                    signer: signed.signer,
+                },
+            );
+        }
+        if from == self.primary() {
+            return self.reject(peer, Rejection::PrepareFromPrimary(from));
+        }
+        let (view, seq) = (signed.value.view, signed.value.seq);
+        let message = Message::Prepare(signed);
+        match self.admit(from, view, seq, &message) {
+            Err(reason) => return self.reject(peer, reason),
+            Ok(false) => return,
+            Ok(true) => {}
+        }
+        let Message::Prepare(signed) = message else {
+            return;
+        };
+        if let Some(existing) = self.log.get(&seq).and_then(|s| s.prepares.get(&from)) {
+            let reason = if *existing.value() == signed.value {
+                Rejection::Duplicate
+            } else {
+                Rejection::ConflictingVote { replica: from, seq }
+            };
+            return self.reject(peer, reason);
+        }
+        self.stats.signatures_verified += 1;
+        let Ok(prepare) = self.keyring.verify(signed) else {
+            return self.reject(peer, Rejection::BadSignature);
+        };
+        self.log
+            .entry(seq)
+            .or_default()
+            .prepares
+            .insert(from, prepare);
+        self.advance(seq);
+    }
+
+    /// PBFT 4.2: commits from distinct replicas (the primary included).
+    fn on_commit(&mut self, from: ReplicaId, signed: Signed<Commit>) {
+        let peer = Peer::Replica(from);
+        if signed.signer != from {
+            return self.reject(
+                peer,
+                Rejection::SignerMismatch {
+                    from,
+                    signer: signed.signer,
+                },
+            );
+        }
+        let (view, seq) = (signed.value.view, signed.value.seq);
+        let message = Message::Commit(signed);
+        match self.admit(from, view, seq, &message) {
+            Err(reason) => return self.reject(peer, reason),
+            Ok(false) => return,
+            Ok(true) => {}
+        }
+        let Message::Commit(signed) = message else {
+            return;
+        };
+        if let Some(existing) = self.log.get(&seq).and_then(|s| s.commits.get(&from)) {
+            let reason = if *existing.value() == signed.value {
+                Rejection::Duplicate
+            } else {
+                Rejection::ConflictingVote { replica: from, seq }
+            };
+            return self.reject(peer, reason);
+        }
+        self.stats.signatures_verified += 1;
+        let Ok(commit) = self.keyring.verify(signed) else {
+            return self.reject(peer, Rejection::BadSignature);
+        };
+        self.log
+            .entry(seq)
+            .or_default()
+            .commits
+            .insert(from, commit);
+        self.advance(seq);
+    }
+
+    fn matching_prepares<'a>(
+        &'a self,
+        slot: &'a Slot,
+        pp: &'a PrePrepare,
+    ) -> impl Iterator<Item = &'a Verified<Prepare>> + 'a {
+        let primary = self.config.primary(pp.view);
+        slot.prepares.values().filter(move |p| {
+            p.signer() != primary && p.value().view == pp.view && p.value().digest == pp.digest
+        })
+    }
+
+    /// PBFT 4.2 `prepared(m, v, n, i)`: the pre-prepare, its batch, and `2f`
+    /// matching prepares from distinct backups.
+    fn is_prepared(&self, slot: &Slot) -> bool {
+        match (&slot.pre_prepare, &slot.batch) {
+            (Some(pp), Some(_)) => {
+                self.matching_prepares(slot, pp.value()).count() >= self.prepare_quorum()
+            }
+            _ => false,
+        }
+    }
+
+    /// PBFT 4.2 `committed-local(m, v, n, i)`: prepared, and `2f + 1`
+    /// matching commits from distinct replicas, this replica's own (durable)
+    /// commit among them.
+    fn is_committed_local(&self, slot: &Slot) -> bool {
+        let Some(pp) = &slot.pre_prepare else {
+            return false;
+        };
+        let pp = pp.value();
+        slot.commits.contains_key(&self.id)
+            && slot
+                .commits
+                .values()
+                .filter(|c| c.value().view == pp.view && c.value().digest == pp.digest)
+                .count()
+                >= self.quorum()
+            && self.is_prepared(slot)
+    }
+
+    /// Moves a sequence number forward: commit once prepared, execute once
+    /// committed-local.
+    fn advance(&mut self, seq: SeqNo) {
+        let Some(slot) = self.log.get(&seq) else {
+            return;
+        };
+        if slot.committed {
+            return;
+        }
+        if !slot.commit_signed && self.is_prepared(slot) {
+            let Some(pp) = slot.pre_prepare.as_ref() else {
+                return;
+            };
+            let PrePrepare { view, seq, digest } = pp.value().clone();
+            // PBFT 4.2: a prepared replica multicasts its commit.
+            let commit = match self.signer.sign_verified(Commit { view, seq, digest }) {
+                Ok(c) => c,
+                Err(e) => return self.reject(Peer::Host, Rejection::Internal(e.to_string())),
+            };
+            self.stats.signatures_made += 1;
+            if let Some(slot) = self.log.get_mut(&seq) {
+                slot.commit_signed = true;
+            }
+            let record = PersistRecord::Commit(commit.signed().clone());
+            self.persist(vec![record], vec![AfterPersist::Commit(commit)]);
+            return;
+        }
+        if self.is_committed_local(slot) {
+            if let Some(slot) = self.log.get_mut(&seq) {
+                slot.committed = true;
+            }
+            self.execute_ready();
+        }
+    }
+
+    // ----- persistence acknowledgements --------------------------------------
+
+    fn on_persist_done(&mut self, id: PersistId) {
+        let Some(after) = self.awaiting_persist.remove(&id) else {
+            // Persists without dependent messages are not tracked.
+            if id.0 >= self.next_persist {
+                self.reject(Peer::Host, Rejection::UnknownPersist(id.0));
+            }
+            return;
+        };
+        for action in after {
+            match action {
+                AfterPersist::BroadcastPrePrepare(seq) => {
+                    if let Some(slot) = self.log.get_mut(&seq) {
+                        slot.pre_prepare_durable = true;
+                    }
+                    if let Some(message) = self.own_pre_prepare_message(seq) {
+                        self.outputs.push(Output::Broadcast(message));
+                    }
+                }
+                AfterPersist::Prepare(p) => {
+                    let seq = p.value().seq;
+                    self.outputs
+                        .push(Output::Broadcast(Message::Prepare(p.signed().clone())));
+                    if seq > self.low {
+                        self.log
+                            .entry(seq)
+                            .or_default()
+                            .prepares
+                            .entry(self.id)
+                            .or_insert(p);
+                        self.advance(seq);
+                    }
+                }
+                AfterPersist::Commit(c) => {
+                    let seq = c.value().seq;
+                    self.outputs
+                        .push(Output::Broadcast(Message::Commit(c.signed().clone())));
+                    if seq > self.low {
+                        self.log
+                            .entry(seq)
+                            .or_default()
+                            .commits
+                            .entry(self.id)
+                            .or_insert(c);
+                        self.advance(seq);
+                    }
+                }
+                AfterPersist::Checkpoint(c) => {
+                    let seq = c.value().seq;
+                    self.outputs
+                        .push(Output::Broadcast(Message::Checkpoint(c.signed().clone())));
+                    if seq > self.low {
+                        self.checkpoints
+                            .entry(seq)
+                            .or_default()
+                            .entry(self.id)
+                            .or_insert(c);
+                        self.check_stable(seq);
+                    }
+                }
+            }
+        }
+    }
+
+    fn own_pre_prepare_message(&self, seq: SeqNo) -> Option<Message> {
+        let slot = self.log.get(&seq).filter(|s| s.pre_prepare_durable)?;
+        let pp = slot
+            .pre_prepare
+            .as_ref()
+            .filter(|pp| pp.signer() == self.id)?;
+        Some(Message::PrePrepare {
+            pre_prepare: pp.signed().clone(),
+            batch: slot.batch.clone()?,
+        })
+    }
+
+    // ----- execution (PBFT 4.2) and checkpoints (PBFT 4.3) -------------------
+
+    /// Executes committed batches strictly in sequence order.
+    fn execute_ready(&mut self) {
+        loop {
+            let seq = self.last_executed.next();
+            let Some(slot) = self.log.get_mut(&seq) else {
+                break;
+            };
+            if !slot.committed || slot.executed {
+                break;
+            }
+            let Some((view, digest)) = slot
+                .pre_prepare
+                .as_ref()
+                .map(|pp| (pp.value().view, pp.value().digest))
+            else {
+                break;
+            };
+            let Some(batch) = slot.batch.take() else {
+                break;
+            };
+            slot.executed = true;
+            let mut ran = Vec::with_capacity(batch.requests.len());
+            for r in &batch.requests {
+                let (client, request_no, op) = (r.signer, r.value.request_no, &r.value.op);
+                self.in_flight.remove(&(client, request_no));
+                self.pending.remove_up_to(client, request_no);
+                let last = self
+                    .replies
+                    .get(&client)
+                    .map_or(RequestNo(0), |c| c.request_no);
+                if request_no <= last {
+                    // Exactly once: a request number already executed is skipped.
+                    continue;
+                }
+                let result = self.app.execute(client, op);
+                let reply = Reply {
+                    view: self.view,
+                    client,
+                    request_no,
+                    replica: self.id,
+                    result: result.clone(),
+                };
+                self.replies
+                    .insert(client, CachedReply { request_no, result });
+                self.outputs.push(Output::Reply { client, reply });
+                ran.push((client, request_no));
+            }
+            if let Some(slot) = self.log.get_mut(&seq) {
+                slot.batch = Some(batch);
+            }
+            self.stats.requests_executed += ran.len() as u64;
+            self.stats.batches_executed += 1;
+            self.last_executed = seq;
+            self.outputs.push(Output::Executed {
+                seq,
+                view,
+                digest,
+                requests: ran,
+            });
+            if seq.0 % self.params.checkpoint_interval_seqs == 0 {
+                self.take_checkpoint(seq);
+            }
+        }
+        self.update_view_change_timer();
+        self.try_propose();
+    }
+
+    /// PBFT 4.3: after executing a multiple of K, digest the state (with the
+    /// reply table), persist the snapshot, then multicast the checkpoint.
+    fn take_checkpoint(&mut self, seq: SeqNo) {
+        let state_digest = match checkpoint_digest(self.app.state_digest(), &self.replies) {
+            Ok(d) => d,
+            Err(e) => return self.reject(Peer::Host, Rejection::Internal(e)),
+        };
+        let snapshot = Snapshot {
+            app: self.app.snapshot(),
+            replies: self.replies.clone(),
+        };
+        let snapshot = match pbft_types::to_canonical_bytes(&snapshot) {
+            Ok(s) => s,
+            Err(e) => return self.reject(Peer::Host, Rejection::Internal(e.to_string())),
+        };
+        let checkpoint = match self.signer.sign_verified(Checkpoint { seq, state_digest }) {
+            Ok(c) => c,
+            Err(e) => return self.reject(Peer::Host, Rejection::Internal(e.to_string())),
+        };
+        self.stats.signatures_made += 1;
+        self.snapshots.insert(seq, snapshot.clone());
+        let record = PersistRecord::Checkpoint {
+            checkpoint: checkpoint.signed().clone(),
+            snapshot,
+        };
+        self.persist(vec![record], vec![AfterPersist::Checkpoint(checkpoint)]);
+    }
+
+    fn on_checkpoint(&mut self, from: ReplicaId, signed: Signed<Checkpoint>) {
+        let peer = Peer::Replica(from);
+        if signed.signer != from {
+            return self.reject(
+                peer,
+                Rejection::SignerMismatch {
+                    from,
+                    signer: signed.signer,
+                },
+            );
+        }
+        let seq = signed.value.seq;
+        if seq.0 % self.params.checkpoint_interval_seqs != 0 {
+            return self.reject(peer, Rejection::NotCheckpointSeq(seq));
+        }
+        if seq <= self.low {
+            // The peer is behind us: our proof lets it move its window too.
+            if let Some(cert) = self.stable_cert.clone() {
+                let message = Message::FetchResponse(FetchResponse::StableCheckpoint(cert));
+                self.outputs.push(Output::Send { to: from, message });
+            }
+        }
+        let message = Message::Checkpoint(signed);
+        match self.admit_seq(from, seq, &message) {
+            Err(reason) => return self.reject(peer, reason),
+            Ok(false) => return,
+            Ok(true) => {}
+        }
+        let Message::Checkpoint(signed) = message else {
+            return;
+        };
+        if let Some(existing) = self.checkpoints.get(&seq).and_then(|v| v.get(&from)) {
+            let reason = if *existing.value() == signed.value {
+                Rejection::Duplicate
+            } else {
+                Rejection::ConflictingVote { replica: from, seq }
+            };
+            return self.reject(peer, reason);
+        }
+        self.stats.signatures_verified += 1;
+        let Ok(checkpoint) = self.keyring.verify(signed) else {
+            return self.reject(peer, Rejection::BadSignature);
+        };
+        self.checkpoints
+            .entry(seq)
+            .or_default()
+            .insert(from, checkpoint);
+        self.check_stable(seq);
+    }
+
+    /// PBFT 4.3: `2f + 1` matching checkpoints (this replica's own among
+    /// them, so its state is the certified one) make a checkpoint stable.
+    fn check_stable(&mut self, seq: SeqNo) {
+        if seq <= self.low {
+            return;
+        }
+        let Some(votes) = self.checkpoints.get(&seq) else {
+            return;
+        };
+        let Some(own) = votes.get(&self.id) else {
+            return;
+        };
+        let digest = own.value().state_digest;
+        let matching: Vec<Verified<Checkpoint>> = votes
+            .values()
+            .filter(|v| v.value().state_digest == digest)
+            .cloned()
+            .collect();
+        if matching.len() < self.quorum() {
+            return;
+        }
+        let cert = match self.keyring.certify(matching, self.quorum()) {
+            Ok(c) => c.into_cert(),
+            Err(e) => return self.reject(Peer::Host, Rejection::Internal(e.to_string())),
+        };
+        self.garbage_collect(seq, digest, cert);
+    }
+
+    /// PBFT 4.3: the low watermark moves to the stable checkpoint, and the
+    /// log, votes and batches at or below it are discarded.
+    fn garbage_collect(&mut self, seq: SeqNo, state_digest: Digest, cert: QuorumCert<Checkpoint>) {
+        self.low = seq;
+        self.log = self.log.split_off(&seq.next());
+        self.checkpoints = self.checkpoints.split_off(&seq.next());
+        self.parked = self.parked.split_off(&seq.next());
+        self.snapshots = self.snapshots.split_off(&seq);
+        if self
+            .transfer_target
+            .as_ref()
+            .is_some_and(|t| t.value.seq <= seq)
+        {
+            self.transfer_target = None;
+        }
+        self.stable_cert = Some(cert.clone());
+        if self.next_seq <= seq {
+            self.next_seq = seq.next();
+        }
+        self.persist(vec![PersistRecord::StableCheckpoint(cert)], Vec::new());
+        self.outputs
+            .push(Output::CheckpointStable { seq, state_digest });
+        self.replay_future();
+        self.try_propose();
+    }
+
+    /// Re-handles buffered messages once the window moved; those still above
+    /// it are buffered again.
+    fn replay_future(&mut self) {
+        let buffered = std::mem::take(&mut self.future);
+        self.future_by_peer.clear();
+        for (from, message) in buffered {
+            self.on_message(from, message);
+        }
+    }
+
+    // ----- fetching committed batches ------------------------------------------
+
+    /// Serves a committed batch with its proof: the pre-prepare and `2f + 1`
+    /// signed commits (PROTOCOL 25).
+    fn on_fetch(&mut self, from: ReplicaId, fetch: Fetch) {
+        let peer = Peer::Replica(from);
+        let response = match fetch {
+            Fetch::Batch { seq } => match self.committed_batch_proof(seq) {
+                Some(response) => Some(response),
+                // Garbage-collected: point the peer at the stable checkpoint.
+                None if seq <= self.low => self
+                    .stable_cert
+                    .clone()
+                    .map(FetchResponse::StableCheckpoint),
+                None => None,
+            },
+            Fetch::StableCheckpoint => self
+                .stable_cert
+                .clone()
+                .map(FetchResponse::StableCheckpoint),
+            Fetch::SnapshotChunk { seq, chunk: 0 } if seq == self.low => self
+                .snapshots
+                .get(&seq)
+                .map(|data| FetchResponse::SnapshotChunk {
+                    seq,
+                    chunk: 0,
+                    chunk_count: 1,
+                    data: data.clone(),
+                    proof: Vec::new(),
+                }),
+            Fetch::SnapshotChunk { seq, .. } => {
+                return self.reject(peer, Rejection::NotAvailable(seq))
+            }
+        };
+        match response {
+            Some(response) => self.outputs.push(Output::Send {
+                to: from,
+                message: Message::FetchResponse(response),
+            }),
+            None => self.reject(peer, Rejection::NotAvailable(self.last_executed.next())),
+        }
+    }
+
+    fn committed_batch_proof(&self, seq: SeqNo) -> Option<FetchResponse> {
+        let slot = self.log.get(&seq).filter(|s| s.committed)?;
+        let pp = slot.pre_prepare.as_ref()?;
+        let batch = slot.batch.clone()?;
+        let commits = match &slot.commit_cert {
+            Some(cert) => cert.clone(),
+            None => {
+                let value = pp.value();
+                let votes: Vec<Verified<Commit>> = slot
+                    .commits
+                    .values()
+                    .filter(|c| c.value().view == value.view && c.value().digest == value.digest)
+                    .cloned()
+                    .collect();
+                self.keyring.certify(votes, self.quorum()).ok()?.into_cert()
+            }
+        };
+        Some(FetchResponse::Batch {
+            pre_prepare: pp.signed().clone(),
+            batch,
+            commits,
+        })
+    }
+
+    fn on_fetch_response(&mut self, from: ReplicaId, response: FetchResponse) {
+        let peer = Peer::Replica(from);
+        let (pre_prepare, batch, commits) = match response {
+            FetchResponse::Batch {
+                pre_prepare,
+                batch,
+                commits,
+            } => (pre_prepare, batch, commits),
+            FetchResponse::StableCheckpoint(cert) => {
+                return self.on_stable_checkpoint_proof(from, cert)
+            }
+            FetchResponse::SnapshotChunk {
+                seq,
+                chunk: 0,
+                chunk_count: 1,
+                data,
+                ..
+            } => {
+                return self.on_snapshot(from, seq, &data);
+            }
+            FetchResponse::SnapshotChunk { .. } => {
+                return self.reject(peer, Rejection::Unsupported("multi-chunk snapshot"));
+            }
+            FetchResponse::NotAvailable { .. } => return,
+        };
+        let seq = pre_prepare.value.seq;
+        if seq <= self.last_executed || self.log.get(&seq).is_some_and(|s| s.committed) {
+            return self.reject(peer, Rejection::Duplicate);
+        }
+        let (low, high) = (self.low, self.high_watermark());
+        if seq > high {
+            return self.reject(
+                peer,
+                Rejection::OutsideWindow {
+                    low,
+                    high,
+                    got: seq,
+                },
+            );
+        }
+        match self.verify_committed_batch(pre_prepare, &batch, commits) {
+            Ok((pp, cert)) => self.install_committed(from, pp, batch, cert),
+            Err(reason) => self.reject(peer, reason),
+        }
+    }
+
+    /// A batch proven committed: a pre-prepare of the primary of its view
+    /// (no later than ours), the batch's digest, and a certificate of
+    /// `2f + 1` commits for the same view, sequence number and digest.
+    fn verify_committed_batch(
+        &mut self,
+        pre_prepare: Signed<PrePrepare>,
+        batch: &Batch,
+        commits: QuorumCert<Commit>,
+    ) -> Result<(Verified<PrePrepare>, QuorumCert<Commit>), Rejection> {
+        let PrePrepare { view, seq, digest } = pre_prepare.value.clone();
+        if view > self.view || pre_prepare.signer != self.config.primary(view) {
+            return Err(Rejection::InvalidProof(
+                "pre-prepare not from the primary of its view",
+            ));
+        }
+        if commits.value != (Commit { view, seq, digest }) {
+            return Err(Rejection::InvalidProof(
+                "commits do not match the pre-prepare",
+            ));
+        }
+        let computed = batch_digest(batch).map_err(|e| Rejection::Internal(e.to_string()))?;
+        self.stats.batch_digests += 1;
+        if computed != digest {
+            return Err(Rejection::DigestMismatch {
+                expected: digest,
+                got: computed,
+            });
+        }
+        self.stats.signatures_verified += 1;
+        let pp = self
+            .keyring
+            .verify(pre_prepare)
+            .map_err(|_| Rejection::BadSignature)?;
+        self.stats.certificates_verified += 1;
+        let cert = self
+            .keyring
+            .verify_cert(commits, self.quorum())
+            .map_err(|_| Rejection::InvalidProof("commit certificate"))?;
+        Ok((pp, cert.into_cert()))
+    }
+
+    fn install_committed(
+        &mut self,
+        from: ReplicaId,
+        pp: Verified<PrePrepare>,
+        batch: Batch,
+        cert: QuorumCert<Commit>,
+    ) {
+        let seq = pp.value().seq;
+        self.persist(
+            vec![PersistRecord::CommittedBatch {
+                pre_prepare: pp.signed().clone(),
+                batch: batch.clone(),
+                commits: cert.clone(),
+            }],
+            Vec::new(),
+        );
+        self.parked.remove(&seq);
+        let slot = self.log.entry(seq).or_default();
+        slot.pre_prepare = Some(pp);
+        slot.batch = Some(batch);
+        slot.commit_cert = Some(cert);
+        slot.committed = true;
+        self.execute_ready();
+        // Catching up: ask the same peer for the next batch if it is not
+        // committed here yet and later ones are known to exist.
+        let next = self.last_executed.next();
+        let behind = self.log.range(next..).next().is_some()
+            || self.checkpoints.range(next..).next().is_some();
+        if behind && !self.log.get(&next).is_some_and(|s| s.committed) {
+            self.outputs.push(Output::Send {
+                to: from,
+                message: Message::Fetch(Fetch::Batch { seq: next }),
+            });
+        }
+    }
+
+    // ----- state transfer of a stable checkpoint (minimal, one chunk) ------------
+
+    /// A stable checkpoint proof above this replica's state: verify it and
+    /// fetch the snapshot it certifies from the peer that sent it.
+    fn on_stable_checkpoint_proof(&mut self, from: ReplicaId, cert: QuorumCert<Checkpoint>) {
+        let peer = Peer::Replica(from);
+        let seq = cert.value.seq;
+        if seq <= self.low {
+            return self.reject(peer, Rejection::Duplicate);
+        }
+        if seq <= self.last_executed {
+            // We executed that far but missed the checkpoint votes: adopt the
+            // proof and collect garbage (PBFT 4.3).
+            self.stats.certificates_verified += 1;
+            let Ok(cert) = self.keyring.verify_cert(cert, self.quorum()) else {
+                return self.reject(peer, Rejection::InvalidProof("checkpoint certificate"));
+            };
+            let cert = cert.into_cert();
+            let digest = cert.value.state_digest;
+            let own = self
+                .checkpoints
+                .get(&seq)
+                .and_then(|v| v.get(&self.id))
+                .map(|c| c.value().state_digest);
+            if own.is_some_and(|d| d != digest) {
+                return self.reject(
+                    peer,
+                    Rejection::InvalidProof("our state differs from the certified checkpoint"),
+                );
+            }
+            return self.garbage_collect(seq, digest, cert);
+        }
+        if let Some(target) = self.transfer_target.as_ref().filter(|t| t.value.seq >= seq) {
+            // Already verified: ask this peer too (an earlier answer may be lost).
+            let seq = target.value.seq;
+            let message = Message::Fetch(Fetch::SnapshotChunk { seq, chunk: 0 });
+            return self.outputs.push(Output::Send { to: from, message });
+        }
+        self.stats.certificates_verified += 1;
+        let Ok(cert) = self.keyring.verify_cert(cert, self.quorum()) else {
+            return self.reject(peer, Rejection::InvalidProof("checkpoint certificate"));
+        };
+        self.transfer_target = Some(cert.into_cert());
+        self.outputs.push(Output::Send {
+            to: from,
+            message: Message::Fetch(Fetch::SnapshotChunk { seq, chunk: 0 }),
+        });
+    }
+
+    /// Installs a snapshot whose state digest matches the verified stable
+    /// checkpoint (the application is rolled back if it does not).
+    fn on_snapshot(&mut self, from: ReplicaId, seq: SeqNo, data: &[u8]) {
+        let peer = Peer::Replica(from);
+        if seq <= self.last_executed {
+            // Caught up meanwhile: installing it would roll execution back.
+            self.transfer_target = None;
+            return self.reject(peer, Rejection::Duplicate);
+        }
+        let Some(target) = self.transfer_target.clone().filter(|t| t.value.seq == seq) else {
+            return self.reject(peer, Rejection::Duplicate);
+        };
+        let Ok(snapshot) = pbft_types::from_canonical_bytes::<Snapshot>(data, usize::MAX) else {
+            return self.reject(peer, Rejection::InvalidProof("snapshot encoding"));
+        };
+        let previous = self.app.snapshot();
+        if self.app.restore(&snapshot.app).is_err() {
+            return self.reject(peer, Rejection::InvalidProof("snapshot does not restore"));
+        }
+        let digest = checkpoint_digest(self.app.state_digest(), &snapshot.replies);
+        if digest.as_ref().ok() != Some(&target.value.state_digest) {
+            // Roll back: the snapshot is not the certified state.
+            let _ = self.app.restore(&previous);
+            return self.reject(peer, Rejection::InvalidProof("snapshot digest"));
+        }
+        self.replies = snapshot.replies;
+        for (client, cached) in &self.replies {
+            self.pending.remove_up_to(*client, cached.request_no);
+        }
+        let replies = &self.replies;
+        self.in_flight
+            .retain(|(c, no)| replies.get(c).is_none_or(|r| *no > r.request_no));
+        self.last_executed = seq;
+        self.transfer_target = None;
+        self.snapshots.insert(seq, data.to_vec());
+        self.persist(
+            vec![PersistRecord::StateTransfer {
+                checkpoint: target.clone(),
+                snapshot: data.to_vec(),
+            }],
+            Vec::new(),
+        );
+        let state_digest = target.value.state_digest;
+        self.garbage_collect(seq, state_digest, target);
+        self.execute_ready();
+    }
+
+    // ----- timers ----------------------------------------------------------------
+
+    fn on_timer(&mut self, timer: Timer) {
+        match timer {
+            Timer::Batch => {
+                self.batch_timer_armed = false;
+                self.try_propose();
+            }
+            Timer::Retransmit => {
+                self.retransmit_armed = false;
+                let mark = (self.last_executed, self.low);
+                if mark == self.progress_mark {
+                    self.retransmit();
+                }
+                self.progress_mark = mark;
+            }
+            Timer::ViewChange => {
+                self.view_change_armed = false;
+                self.outputs
+                    .push(Output::ViewChangeSuspected { view: self.view });
+            }
+        }
+    }
+
+    /// Whether something this replica took part in is not finished: a batch
+    /// not executed, or a checkpoint of its own not stable.
+    fn has_outstanding_work(&self) -> bool {
+        self.log.range(self.last_executed.next()..).next().is_some()
+            || self.highest_seen > self.last_executed
+            || self.next_seq.0 > self.last_executed.0 + 1
+            || self
+                .checkpoints
+                .range(self.low.next()..)
+                .any(|(_, v)| v.contains_key(&self.id))
+            || !self.parked.is_empty()
+    }
+
+    /// No progress since the last tick: send again what this replica said
+    /// about unfinished sequence numbers, its unstable checkpoint, and ask
+    /// for the next batch to execute.
+    fn retransmit(&mut self) {
+        let mut messages = Vec::new();
+        for (seq, slot) in self.log.range(self.last_executed.next()..) {
+            if let Some(m) = self.own_pre_prepare_message(*seq) {
+                messages.push(m);
+            }
+            if let Some(p) = slot.prepares.get(&self.id) {
+                messages.push(Message::Prepare(p.signed().clone()));
+            }
+            if let Some(c) = slot.commits.get(&self.id) {
+                messages.push(Message::Commit(c.signed().clone()));
+            }
+        }
+        if let Some(c) = self
+            .checkpoints
+            .range(self.low.next()..)
+            .rev()
+            .find_map(|(_, v)| v.get(&self.id))
+        {
+            messages.push(Message::Checkpoint(c.signed().clone()));
+        }
+        let next = self.last_executed.next();
+        let known_later = self.log.range(next..).next().is_some()
+            || self.checkpoints.range(next..).next().is_some()
+            || self.highest_seen >= next;
+        if known_later {
+            messages.push(Message::Fetch(Fetch::Batch { seq: next }));
+        }
+        self.outputs
+            .extend(messages.into_iter().map(Output::Broadcast));
+    }
+
+    /// PBFT 4.4: a backup runs the view-change timer while it waits for a
+    /// request to execute, and restarts it when one executes.
+    fn update_view_change_timer(&mut self) {
+        if self.is_primary() {
+            return;
+        }
+        if self.pending.is_empty() {
+            if self.view_change_armed {
+                self.view_change_armed = false;
+                self.outputs.push(Output::CancelTimer(Timer::ViewChange));
+            }
+        } else {
+            self.view_change_armed = true;
+            let at = self.now.plus_us(self.params.view_change_timeout_us);
+            self.outputs.push(Output::SetTimer {
+                timer: Timer::ViewChange,
+                at,
+            });
+        }
+    }
+
+    fn arm_timers(&mut self) {
+        if !self.retransmit_armed && self.has_outstanding_work() {
+            self.retransmit_armed = true;
+            let at = self.now.plus_us(self.params.retransmit_interval_us);
+            self.outputs.push(Output::SetTimer {
+                timer: Timer::Retransmit,
+                at,
+            });
+        }
+        if self.is_primary() {
+            if let Some(deadline) = self.batch_deadline {
+                // A deadline already passed is served when the pipeline frees.
+                if !self.batch_timer_armed && !self.pending.is_empty() && deadline > self.now {
+                    self.batch_timer_armed = true;
+                    self.outputs.push(Output::SetTimer {
+                        timer: Timer::Batch,
+                        at: deadline,
+                    });
+                }
+            }
+        } else if !self.view_change_armed && !self.pending.is_empty() {
+            self.view_change_armed = true;
+            let at = self.now.plus_us(self.params.view_change_timeout_us);
+            self.outputs.push(Output::SetTimer {
+                timer: Timer::ViewChange,
+                at,
+            });
+        }
+    }
+}

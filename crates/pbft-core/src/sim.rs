@@ -1,0 +1,892 @@
+//! A deterministic simulator: `n` replicas and several clients in one
+//! thread, a network that delays, drops, duplicates and reorders, crashed
+//! replicas, simulated time, and checkers of the protocol's invariants.
+//!
+//! Everything random comes from one ChaCha seed, so a run is reproduced
+//! from [`SimConfig::seed`]. Replicas sign and verify with real ed25519.
+//!
+//! Byzantine behaviour (issue 4) plugs in through [`Adversary`]: it sees
+//! every output of the replica it controls and may rewrite, multiply or
+//! suppress it. Replicas with an adversary are excluded from the checkers.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use pbft_crypto::{SecretKey, Signer};
+use pbft_types::{
+    ClientEntry, ClientId, ClientRequest, ClusterConfig, ClusterId, Digest, Message, ReplicaEntry,
+    ReplicaId, Reply, Request, RequestNo, SeqNo, Signature, Signed,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::app::KvOp;
+use crate::io::{Input, Output, PersistId, PersistRecord, Time, Timer};
+use crate::{KvApp, Params, Replica, RequestAuth};
+
+/// The network's behaviour. Probabilities are in parts per million.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkConfig {
+    /// Smallest one-way delay.
+    pub delay_us_min: u64,
+    /// Largest one-way delay; messages are reordered within the range.
+    pub delay_us_max: u64,
+    /// Probability that a message is lost.
+    pub drop_ppm: u32,
+    /// Probability that a message is delivered twice.
+    pub duplicate_ppm: u32,
+    /// From this time on the network neither drops nor duplicates (a fair
+    /// network eventually); `None` keeps it lossy for the whole run.
+    pub heal_at_us: Option<u64>,
+}
+
+impl NetworkConfig {
+    /// A perfect network with no delay.
+    #[must_use]
+    pub fn instant() -> Self {
+        Self {
+            delay_us_min: 0,
+            delay_us_max: 0,
+            drop_ppm: 0,
+            duplicate_ppm: 0,
+            heal_at_us: None,
+        }
+    }
+}
+
+/// A simulation's setup.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The seed of every random choice.
+    pub seed: u64,
+    /// Number of replicas.
+    pub replicas: usize,
+    /// Number of clients; each keeps one request outstanding.
+    pub clients: usize,
+    /// Requests each client submits.
+    pub requests_per_client: usize,
+    /// Size of each request's value (a put of this many bytes).
+    pub value_bytes: usize,
+    /// The protocol parameters of every replica.
+    pub params: Params,
+    /// The network.
+    pub network: NetworkConfig,
+    /// Largest delay before a persist is acknowledged.
+    pub persist_delay_us_max: u64,
+    /// Replicas that crash, and when (they stop for good).
+    pub crashes: Vec<(ReplicaId, Time)>,
+    /// A client resends its request to every replica after this long.
+    pub client_retry_us: u64,
+    /// The run stops at this simulated time.
+    pub time_limit_us: u64,
+    /// Events processed at most (a guard against livelock).
+    pub events_max: u64,
+    /// Whether clients sign requests (needed with
+    /// [`RequestAuth::ClientSignatures`]).
+    pub sign_requests: bool,
+}
+
+impl SimConfig {
+    /// A fair, instant network with `replicas` replicas and default
+    /// parameters.
+    #[must_use]
+    pub fn new(seed: u64, replicas: usize) -> Self {
+        Self {
+            seed,
+            replicas,
+            clients: 2,
+            requests_per_client: 4,
+            value_bytes: 16,
+            params: Params::default(),
+            network: NetworkConfig::instant(),
+            persist_delay_us_max: 0,
+            crashes: Vec::new(),
+            client_retry_us: 500_000,
+            time_limit_us: 60_000_000,
+            events_max: 50_000_000,
+            sign_requests: true,
+        }
+    }
+
+    /// The mix the seed tests run: for each seed a random combination of
+    /// drops, duplicates, reordering, one crashed backup, 4 or 7 replicas,
+    /// small windows and batches, and either request authentication mode.
+    #[must_use]
+    pub fn random(seed: u64) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_c0de);
+        let replicas = if rng.gen_ratio(1, 5) { 7 } else { 4 };
+        let checkpoint_interval_seqs = rng.gen_range(2..=4);
+        let channel = rng.gen_ratio(1, 4);
+        let params = Params {
+            log_window_seqs: checkpoint_interval_seqs * rng.gen_range(2..=3),
+            checkpoint_interval_seqs,
+            pipeline_batches_max: rng.gen_range(1..=4),
+            batch_requests_max: rng.gen_range(1..=4),
+            batch_delay_us_max: rng.gen_range(0..=2_000),
+            pending_requests_max: 64,
+            client_pending_requests_max: 4,
+            request_op_bytes_max: 1024,
+            future_messages_max: 256,
+            parked_pre_prepares_max: 8,
+            retransmit_interval_us: 30_000,
+            view_change_timeout_us: 1_000_000,
+            request_auth: if channel {
+                RequestAuth::Channel
+            } else {
+                RequestAuth::ClientSignatures
+            },
+        };
+        let delay_us_max = rng.gen_range(100..=10_000);
+        let lossy = rng.gen_ratio(3, 4);
+        let network = NetworkConfig {
+            delay_us_min: rng.gen_range(0..=delay_us_max / 4),
+            delay_us_max,
+            drop_ppm: if lossy { rng.gen_range(0..=100_000) } else { 0 },
+            duplicate_ppm: if lossy { rng.gen_range(0..=100_000) } else { 0 },
+            heal_at_us: rng.gen_ratio(1, 2).then(|| rng.gen_range(0..=500_000)),
+        };
+        let crashes = if rng.gen_ratio(1, 2) {
+            // Only a backup: replacing a crashed primary is view change (issue 4).
+            let who = ReplicaId(rng.gen_range(1..u32::try_from(replicas).unwrap_or(4)));
+            vec![(who, Time(rng.gen_range(0..=200_000)))]
+        } else {
+            Vec::new()
+        };
+        Self {
+            seed,
+            replicas,
+            clients: rng.gen_range(1..=3),
+            requests_per_client: rng.gen_range(2..=5),
+            value_bytes: 8,
+            params,
+            network,
+            persist_delay_us_max: rng.gen_range(0..=1_000),
+            crashes,
+            client_retry_us: 200_000,
+            time_limit_us: 120_000_000,
+            events_max: 2_000_000,
+            sign_requests: !channel,
+        }
+    }
+}
+
+/// Rewrites the outputs of a replica it controls (a Byzantine replica, issue
+/// 4). Returning an empty vector suppresses the output.
+pub trait Adversary {
+    /// Called for each output of the controlled replica.
+    fn outgoing(&mut self, replica: ReplicaId, output: Output, rng: &mut ChaCha8Rng)
+        -> Vec<Output>;
+}
+
+/// An invariant the checkers found broken.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Violation {
+    /// Two correct replicas executed different batches at one sequence number.
+    #[error("seq {seq}: replica {a} executed {da:?}, replica {b} executed {db:?}")]
+    DivergentExecution {
+        /// The sequence number.
+        seq: SeqNo,
+        /// One replica.
+        a: ReplicaId,
+        /// Its digest.
+        da: Digest,
+        /// Another.
+        b: ReplicaId,
+        /// Its digest.
+        db: Digest,
+    },
+    /// Stable checkpoints at one sequence number with different digests.
+    #[error("stable checkpoint {seq}: digests differ between replicas {a} and {b}")]
+    DivergentCheckpoint {
+        /// The sequence number.
+        seq: SeqNo,
+        /// One replica.
+        a: ReplicaId,
+        /// Another.
+        b: ReplicaId,
+    },
+    /// A request executed twice at one replica.
+    #[error("replica {replica} executed request {request_no} of client {client} twice")]
+    ExecutedTwice {
+        /// The replica.
+        replica: ReplicaId,
+        /// The client.
+        client: ClientId,
+        /// The request.
+        request_no: RequestNo,
+    },
+    /// A replica executed a request its client never sent.
+    #[error("replica {replica} executed request {request_no} of client {client}, never sent")]
+    Invented {
+        /// The replica.
+        replica: ReplicaId,
+        /// The client.
+        client: ClientId,
+        /// The request.
+        request_no: RequestNo,
+    },
+    /// A message left a replica before the record promising it was durable.
+    #[error("replica {replica} sent {kind} for seq {seq} before persisting it")]
+    SentBeforePersist {
+        /// The replica.
+        replica: ReplicaId,
+        /// The message kind.
+        kind: &'static str,
+        /// Its sequence number.
+        seq: SeqNo,
+    },
+    /// Clients that did not finish (only checked when liveness is expected).
+    #[error("{unfinished} of {clients} clients unfinished at {time_us} us ({completed} requests completed)")]
+    NotLive {
+        /// Clients not done.
+        unfinished: usize,
+        /// All clients.
+        clients: usize,
+        /// Requests completed.
+        completed: u64,
+        /// Simulated time at the end.
+        time_us: u64,
+    },
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SimReport {
+    /// Requests completed at clients (`f + 1` matching replies).
+    pub requests_completed: u64,
+    /// Simulated time at the end.
+    pub time_us: u64,
+    /// Events processed.
+    pub events: u64,
+    /// Messages delivered between replicas.
+    pub messages_delivered: u64,
+    /// Batches executed, summed over replicas.
+    pub batches_executed: u64,
+    /// Stable checkpoints, summed over replicas.
+    pub stable_checkpoints: u64,
+    /// Rejections by label, summed over replicas.
+    pub rejections: BTreeMap<&'static str, u64>,
+}
+
+#[derive(Debug)]
+enum Event {
+    Input {
+        to: ReplicaId,
+        input: Input,
+    },
+    Reply {
+        client: usize,
+        reply: Reply,
+    },
+    Timer {
+        replica: ReplicaId,
+        timer: Timer,
+        generation: u64,
+    },
+    ClientRetry {
+        client: usize,
+        generation: u64,
+    },
+    Crash(ReplicaId),
+}
+
+struct Node {
+    replica: Replica<KvApp>,
+    crashed: bool,
+    adversary: Option<Box<dyn Adversary>>,
+    timers: BTreeMap<Timer, u64>,
+    /// Persist ids issued and not yet acknowledged, with what they make durable.
+    persisting: BTreeMap<PersistId, Vec<(&'static str, SeqNo)>>,
+    durable: BTreeSet<(&'static str, SeqNo)>,
+}
+
+struct SimClient {
+    id: ClientId,
+    requests: Vec<ClientRequest>,
+    /// Index of the outstanding request.
+    next: usize,
+    replies: BTreeMap<ReplicaId, Vec<u8>>,
+    generation: u64,
+}
+
+/// The simulator. Build with [`Sim::new`], optionally add adversaries, then
+/// [`Sim::run`] and [`Sim::check`].
+pub struct Sim {
+    config: SimConfig,
+    rng: ChaCha8Rng,
+    now: Time,
+    queue: BTreeMap<(Time, u64), Event>,
+    event_counter: u64,
+    nodes: Vec<Node>,
+    clients: Vec<SimClient>,
+    cluster: ClusterConfig,
+    executed: BTreeMap<SeqNo, (ReplicaId, Digest)>,
+    executed_requests: BTreeMap<ReplicaId, BTreeSet<(ClientId, RequestNo)>>,
+    stable: BTreeMap<SeqNo, (ReplicaId, Digest)>,
+    violations: Vec<Violation>,
+    report: SimReport,
+}
+
+impl Sim {
+    /// Builds the cluster (keys derived from the seed), the clients and
+    /// their signed requests.
+    ///
+    /// # Errors
+    /// A message if the configuration or parameters are invalid.
+    pub fn new(config: SimConfig) -> Result<Self, String> {
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let replica_keys: Vec<SecretKey> = (0..config.replicas)
+            .map(|_| SecretKey::from_seed(rng.gen()))
+            .collect();
+        let client_keys: Vec<SecretKey> = (0..config.clients)
+            .map(|_| SecretKey::from_seed(rng.gen()))
+            .collect();
+        let cluster = ClusterConfig {
+            cluster_id: ClusterId(config.seed),
+            replicas: replica_keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| ReplicaEntry {
+                    id: ReplicaId(u32::try_from(i).unwrap_or(u32::MAX)),
+                    public_key: k.public_key(),
+                    address: format!("127.0.0.1:{}", 7000 + i),
+                })
+                .collect(),
+            clients: client_keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| ClientEntry {
+                    id: ClientId(i as u64 + 1),
+                    public_key: k.public_key(),
+                })
+                .collect(),
+        }
+        .validated()
+        .map_err(|e| e.to_string())?;
+        let mut nodes = Vec::with_capacity(config.replicas);
+        for entry in &cluster.replicas {
+            let key = replica_keys
+                .get(entry.id.0 as usize)
+                .cloned()
+                .ok_or("missing key")?;
+            let signer = Signer::new(key, cluster.cluster_id, entry.id);
+            let replica = Replica::new(
+                cluster.clone(),
+                config.params.clone(),
+                signer,
+                KvApp::default(),
+            )
+            .map_err(|e| e.to_string())?;
+            nodes.push(Node {
+                replica,
+                crashed: false,
+                adversary: None,
+                timers: BTreeMap::new(),
+                persisting: BTreeMap::new(),
+                durable: BTreeSet::new(),
+            });
+        }
+        let mut clients = Vec::with_capacity(config.clients);
+        for (i, key) in client_keys.into_iter().enumerate() {
+            let id = ClientId(i as u64 + 1);
+            let signer = Signer::new(key, cluster.cluster_id, id);
+            let mut requests = Vec::with_capacity(config.requests_per_client);
+            for no in 1..=config.requests_per_client as u64 {
+                let value = vec![u8::try_from(no % 251).unwrap_or(0); config.value_bytes];
+                let op = KvOp::Put {
+                    key: format!("client-{i}").into_bytes(),
+                    value,
+                }
+                .encode();
+                let request = Request {
+                    request_no: RequestNo(no),
+                    read_only: false,
+                    op,
+                };
+                let signed = if config.sign_requests {
+                    signer.sign(request).map_err(|e| e.to_string())?
+                } else {
+                    Signed {
+                        value: request,
+                        signer: id,
+                        signature: Signature([0; 64]),
+                    }
+                };
+                requests.push(signed);
+            }
+            clients.push(SimClient {
+                id,
+                requests,
+                next: 0,
+                replies: BTreeMap::new(),
+                generation: 0,
+            });
+        }
+        let mut sim = Self {
+            rng,
+            now: Time(0),
+            queue: BTreeMap::new(),
+            event_counter: 0,
+            nodes,
+            clients,
+            cluster,
+            executed: BTreeMap::new(),
+            executed_requests: BTreeMap::new(),
+            stable: BTreeMap::new(),
+            violations: Vec::new(),
+            report: SimReport::default(),
+            config,
+        };
+        for (who, at) in sim.config.crashes.clone() {
+            sim.schedule(at, Event::Crash(who));
+        }
+        for c in 0..sim.clients.len() {
+            sim.client_send(c);
+        }
+        Ok(sim)
+    }
+
+    /// Lets `adversary` control replica `id`'s outputs; the replica is then
+    /// excluded from the checkers.
+    pub fn set_adversary(&mut self, id: ReplicaId, adversary: Box<dyn Adversary>) {
+        if let Some(node) = self.nodes.get_mut(id.0 as usize) {
+            node.adversary = Some(adversary);
+        }
+    }
+
+    /// The cluster configuration.
+    #[must_use]
+    pub fn cluster(&self) -> &ClusterConfig {
+        &self.cluster
+    }
+
+    /// A replica, to inspect.
+    #[must_use]
+    pub fn replica(&self, id: ReplicaId) -> Option<&Replica<KvApp>> {
+        self.nodes.get(id.0 as usize).map(|n| &n.replica)
+    }
+
+    /// The report so far.
+    #[must_use]
+    pub fn report(&self) -> &SimReport {
+        &self.report
+    }
+
+    fn schedule(&mut self, at: Time, event: Event) {
+        let at = at.max(self.now);
+        self.event_counter += 1;
+        self.queue.insert((at, self.event_counter), event);
+    }
+
+    fn lossy(&self) -> bool {
+        self.config
+            .network
+            .heal_at_us
+            .is_none_or(|heal| self.now.0 < heal)
+    }
+
+    /// Schedules a network delivery with delay, loss and duplication.
+    fn transmit(&mut self, make: impl Fn() -> Event) {
+        let net = &self.config.network;
+        let (drop_ppm, dup_ppm) = if self.lossy() {
+            (net.drop_ppm, net.duplicate_ppm)
+        } else {
+            (0, 0)
+        };
+        let (lo, hi) = (net.delay_us_min, net.delay_us_max.max(net.delay_us_min));
+        if drop_ppm > 0 && self.rng.gen_range(0..1_000_000) < drop_ppm {
+            return;
+        }
+        let copies = if dup_ppm > 0 && self.rng.gen_range(0..1_000_000) < dup_ppm {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = if hi > lo {
+                self.rng.gen_range(lo..=hi)
+            } else {
+                lo
+            };
+            let at = self.now.plus_us(delay);
+            self.schedule(at, make());
+        }
+    }
+
+    fn client_send(&mut self, c: usize) {
+        let Some(client) = self.clients.get_mut(c) else {
+            return;
+        };
+        let Some(request) = client.requests.get(client.next).cloned() else {
+            return;
+        };
+        client.generation += 1;
+        let (id, generation) = (client.id, client.generation);
+        for r in 0..self.nodes.len() {
+            let to = ReplicaId(r as u32);
+            let request = request.clone();
+            self.transmit(|| Event::Input {
+                to,
+                input: Input::ClientRequest {
+                    from: id,
+                    request: request.clone(),
+                },
+            });
+        }
+        let at = self.now.plus_us(self.config.client_retry_us);
+        self.schedule(
+            at,
+            Event::ClientRetry {
+                client: c,
+                generation,
+            },
+        );
+    }
+
+    fn all_clients_done(&self) -> bool {
+        self.clients.iter().all(|c| c.next >= c.requests.len())
+    }
+
+    /// Runs until every client is done, the queue is empty, or a limit is hit.
+    pub fn run(&mut self) -> &SimReport {
+        while !self.all_clients_done() && self.report.events < self.config.events_max {
+            let Some(((at, _), event)) = self.queue.pop_first() else {
+                break;
+            };
+            if at.0 > self.config.time_limit_us {
+                break;
+            }
+            self.now = at;
+            self.report.events += 1;
+            self.handle(event);
+        }
+        self.report.time_us = self.now.0;
+        &self.report
+    }
+
+    /// Runs, then checks every invariant; `expect_live` also requires every
+    /// request to complete.
+    ///
+    /// # Errors
+    /// The first [`Violation`] found.
+    pub fn run_and_check(&mut self, expect_live: bool) -> Result<SimReport, Violation> {
+        self.run();
+        self.check(expect_live)
+    }
+
+    /// The invariants checked so far, and liveness if asked.
+    ///
+    /// # Errors
+    /// The first [`Violation`] found.
+    pub fn check(&self, expect_live: bool) -> Result<SimReport, Violation> {
+        if let Some(v) = self.violations.first() {
+            return Err(v.clone());
+        }
+        if expect_live && !self.all_clients_done() {
+            return Err(Violation::NotLive {
+                unfinished: self
+                    .clients
+                    .iter()
+                    .filter(|c| c.next < c.requests.len())
+                    .count(),
+                clients: self.clients.len(),
+                completed: self.report.requests_completed,
+                time_us: self.now.0,
+            });
+        }
+        Ok(self.report.clone())
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Input { to, input } => self.step(to, input),
+            Event::Timer {
+                replica,
+                timer,
+                generation,
+            } => {
+                let current = self
+                    .nodes
+                    .get(replica.0 as usize)
+                    .and_then(|n| n.timers.get(&timer))
+                    .copied();
+                if current == Some(generation) {
+                    if let Some(node) = self.nodes.get_mut(replica.0 as usize) {
+                        node.timers.remove(&timer);
+                    }
+                    self.step(replica, Input::TimerFired(timer));
+                }
+            }
+            Event::Reply { client, reply } => self.on_reply(client, reply),
+            Event::ClientRetry { client, generation } => {
+                let current = self
+                    .clients
+                    .get(client)
+                    .map(|c| (c.generation, c.next < c.requests.len()));
+                if current == Some((generation, true)) {
+                    self.client_send(client);
+                }
+            }
+            Event::Crash(id) => {
+                if let Some(node) = self.nodes.get_mut(id.0 as usize) {
+                    node.crashed = true;
+                }
+            }
+        }
+    }
+
+    fn on_reply(&mut self, c: usize, reply: Reply) {
+        let quorum = self.cluster.reply_quorum();
+        let Some(client) = self.clients.get_mut(c) else {
+            return;
+        };
+        let Some(current) = client.requests.get(client.next) else {
+            return;
+        };
+        if reply.request_no != current.value.request_no || reply.client != client.id {
+            return;
+        }
+        client.replies.insert(reply.replica, reply.result.clone());
+        let matching = client
+            .replies
+            .values()
+            .filter(|r| **r == reply.result)
+            .count();
+        if matching >= quorum {
+            client.next += 1;
+            client.replies.clear();
+            self.report.requests_completed += 1;
+            self.client_send(c);
+        }
+    }
+
+    fn step(&mut self, to: ReplicaId, input: Input) {
+        let now = self.now;
+        let Some(node) = self.nodes.get_mut(to.0 as usize) else {
+            return;
+        };
+        if node.crashed {
+            return;
+        }
+        if let Input::PersistDone(id) = &input {
+            if let Some(keys) = node.persisting.remove(id) {
+                node.durable.extend(keys);
+            }
+        }
+        let mut outputs = node.replica.step(now, input);
+        if let Some(adversary) = node.adversary.as_mut() {
+            let mut rewritten = Vec::with_capacity(outputs.len());
+            for o in outputs {
+                rewritten.extend(adversary.outgoing(to, o, &mut self.rng));
+            }
+            outputs = rewritten;
+        }
+        for output in outputs {
+            self.apply(to, output);
+        }
+    }
+
+    fn correct(&self, id: ReplicaId) -> bool {
+        self.nodes
+            .get(id.0 as usize)
+            .is_some_and(|n| n.adversary.is_none())
+    }
+
+    /// Checks persist before send for this replica's own promises.
+    fn check_persisted(&mut self, from: ReplicaId, message: &Message) {
+        let key = match message {
+            Message::PrePrepare { pre_prepare, .. } if pre_prepare.signer == from => {
+                ("pre_prepare", pre_prepare.value.seq)
+            }
+            Message::Prepare(p) if p.signer == from => ("prepare", p.value.seq),
+            Message::Commit(c) if c.signer == from => ("commit", c.value.seq),
+            Message::Checkpoint(c) if c.signer == from => ("checkpoint", c.value.seq),
+            _ => return,
+        };
+        let durable = self
+            .nodes
+            .get(from.0 as usize)
+            .is_some_and(|n| n.durable.contains(&key));
+        if !durable && self.correct(from) {
+            self.violations.push(Violation::SentBeforePersist {
+                replica: from,
+                kind: key.0,
+                seq: key.1,
+            });
+        }
+    }
+
+    fn send(&mut self, from: ReplicaId, to: ReplicaId, message: Message) {
+        self.report.messages_delivered += 1;
+        self.transmit(|| Event::Input {
+            to,
+            input: Input::Message {
+                from,
+                message: message.clone(),
+            },
+        });
+    }
+
+    fn apply(&mut self, from: ReplicaId, output: Output) {
+        match output {
+            Output::Send { to, message } => {
+                self.check_persisted(from, &message);
+                self.send(from, to, message);
+            }
+            Output::Broadcast(message) => {
+                self.check_persisted(from, &message);
+                for r in 0..self.nodes.len() {
+                    let to = ReplicaId(r as u32);
+                    if to != from {
+                        self.send(from, to, message.clone());
+                    }
+                }
+            }
+            Output::Reply { client, reply } => {
+                let c = usize::try_from(client.0.saturating_sub(1)).unwrap_or(usize::MAX);
+                self.transmit(|| Event::Reply {
+                    client: c,
+                    reply: reply.clone(),
+                });
+            }
+            Output::Persist { id, records } => {
+                let keys = records.iter().filter_map(record_key).collect();
+                if let Some(node) = self.nodes.get_mut(from.0 as usize) {
+                    node.persisting.insert(id, keys);
+                }
+                let delay = if self.config.persist_delay_us_max > 0 {
+                    self.rng.gen_range(0..=self.config.persist_delay_us_max)
+                } else {
+                    0
+                };
+                let at = self.now.plus_us(delay);
+                self.schedule(
+                    at,
+                    Event::Input {
+                        to: from,
+                        input: Input::PersistDone(id),
+                    },
+                );
+            }
+            Output::SetTimer { timer, at } => {
+                self.event_counter += 1;
+                let generation = self.event_counter;
+                if let Some(node) = self.nodes.get_mut(from.0 as usize) {
+                    node.timers.insert(timer, generation);
+                }
+                self.schedule(
+                    at,
+                    Event::Timer {
+                        replica: from,
+                        timer,
+                        generation,
+                    },
+                );
+            }
+            Output::CancelTimer(timer) => {
+                if let Some(node) = self.nodes.get_mut(from.0 as usize) {
+                    node.timers.remove(&timer);
+                }
+            }
+            Output::Executed {
+                seq,
+                digest,
+                requests,
+                ..
+            } => self.on_executed(from, seq, digest, &requests),
+            Output::CheckpointStable { seq, state_digest } => {
+                self.report.stable_checkpoints += 1;
+                if self.correct(from) {
+                    match self.stable.get(&seq) {
+                        Some((other, d)) if *d != state_digest => {
+                            self.violations.push(Violation::DivergentCheckpoint {
+                                seq,
+                                a: *other,
+                                b: from,
+                            });
+                        }
+                        Some(_) => {}
+                        None => {
+                            self.stable.insert(seq, (from, state_digest));
+                        }
+                    }
+                }
+            }
+            Output::ViewChangeSuspected { .. } => {
+                *self
+                    .report
+                    .rejections
+                    .entry("view_change_suspected")
+                    .or_default() += 1;
+            }
+            Output::Rejected { reason, .. } => {
+                *self.report.rejections.entry(reason.label()).or_default() += 1;
+            }
+        }
+    }
+
+    fn on_executed(
+        &mut self,
+        from: ReplicaId,
+        seq: SeqNo,
+        digest: Digest,
+        requests: &[(ClientId, RequestNo)],
+    ) {
+        self.report.batches_executed += 1;
+        if !self.correct(from) {
+            return;
+        }
+        match self.executed.get(&seq) {
+            Some((other, d)) if *d != digest => {
+                self.violations.push(Violation::DivergentExecution {
+                    seq,
+                    a: *other,
+                    da: *d,
+                    b: from,
+                    db: digest,
+                });
+            }
+            Some(_) => {}
+            None => {
+                self.executed.insert(seq, (from, digest));
+            }
+        }
+        let sent = |client: ClientId, no: RequestNo| {
+            client.0 >= 1
+                && client.0 <= self.clients.len() as u64
+                && no.0 >= 1
+                && no.0 <= self.config.requests_per_client as u64
+        };
+        let mut found = Vec::new();
+        let set = self.executed_requests.entry(from).or_default();
+        for &(client, request_no) in requests {
+            if !set.insert((client, request_no)) {
+                found.push(Violation::ExecutedTwice {
+                    replica: from,
+                    client,
+                    request_no,
+                });
+            }
+            if !sent(client, request_no) {
+                found.push(Violation::Invented {
+                    replica: from,
+                    client,
+                    request_no,
+                });
+            }
+        }
+        self.violations.extend(found);
+    }
+}
+
+fn record_key(record: &PersistRecord) -> Option<(&'static str, SeqNo)> {
+    match record {
+        PersistRecord::PrePrepare { pre_prepare, .. } => {
+            Some(("pre_prepare", pre_prepare.value.seq))
+        }
+        PersistRecord::Prepare(p) => Some(("prepare", p.value.seq)),
+        PersistRecord::Commit(c) => Some(("commit", c.value.seq)),
+        PersistRecord::Checkpoint { checkpoint, .. } => Some(("checkpoint", checkpoint.value.seq)),
+        _ => None,
+    }
+}

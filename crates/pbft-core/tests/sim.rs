@@ -1,0 +1,109 @@
+//! Simulated clusters from seeds: drops, duplicates, reordering, a crashed
+//! backup, 4 or 7 replicas, both request authentication modes. Every failing
+//! seed prints the command that replays it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::time::Instant;
+
+use pbft_core::sim::{Sim, SimConfig};
+
+/// Seeds run by `cargo test` (at least 1000); `PBFT_SIM_SEEDS=N` runs `N`.
+const SEEDS: u64 = 2_000;
+
+fn seeds() -> u64 {
+    std::env::var("PBFT_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(SEEDS)
+}
+
+fn run_seed(seed: u64) -> Result<pbft_core::sim::SimReport, String> {
+    let config = SimConfig::random(seed);
+    let summary = format!("{config:?}");
+    let mut sim = Sim::new(config).map_err(|e| format!("setup: {e}"))?;
+    sim.run_and_check(true).map_err(|v| {
+        format!(
+            "seed {seed} failed: {v}\n  reproduce: PBFT_SIM_SEED={seed} cargo test -p pbft-core --test sim -- seed_replay --nocapture\n  config: {summary}"
+        )
+    })
+}
+
+fn run_range(range: std::ops::Range<u64>) {
+    let started = Instant::now();
+    let mut failures = Vec::new();
+    let (mut completed, mut stable) = (0, 0);
+    for seed in range.clone() {
+        match run_seed(seed) {
+            Ok(report) => {
+                completed += report.requests_completed;
+                stable += report.stable_checkpoints;
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                failures.push(seed);
+            }
+        }
+    }
+    eprintln!(
+        "seeds {range:?}: {} failed, {completed} requests completed, {stable} stable checkpoints, {:?}",
+        failures.len(),
+        started.elapsed()
+    );
+    assert!(failures.is_empty(), "failing seeds: {failures:?}");
+}
+
+// Split in two so that the test harness runs them on both cores.
+#[test]
+fn seeds_first_half() {
+    run_range(0..seeds() / 2);
+}
+
+#[test]
+fn seeds_second_half() {
+    run_range(seeds() / 2..seeds());
+}
+
+/// `PBFT_SIM_SEED=123 cargo test -p pbft-core --test sim -- seed_replay --nocapture`
+#[test]
+fn seed_replay() {
+    let Ok(seed) = std::env::var("PBFT_SIM_SEED") else {
+        return;
+    };
+    let seed: u64 = seed.parse().expect("PBFT_SIM_SEED must be a number");
+    let config = SimConfig::random(seed);
+    eprintln!("{config:#?}");
+    let mut sim = Sim::new(config).unwrap();
+    let result = sim.run_and_check(true);
+    eprintln!("{:#?}", sim.report());
+    for id in sim.cluster().replica_ids().collect::<Vec<_>>() {
+        let r = sim.replica(id).unwrap();
+        eprintln!(
+            "replica {id}: executed {} low {} log {} pending {} future {} stats {:?}",
+            r.last_executed(),
+            r.low_watermark(),
+            r.log_len(),
+            r.pending_len(),
+            r.future_len(),
+            r.stats()
+        );
+    }
+    result.unwrap();
+}
+
+#[test]
+fn a_fair_network_completes_every_request() {
+    for seed in 0..20 {
+        let mut config = SimConfig::new(seed, 4);
+        config.clients = 4;
+        config.requests_per_client = 10;
+        config.params.batch_requests_max = 4;
+        config.params.checkpoint_interval_seqs = 4;
+        config.params.log_window_seqs = 8;
+        config.params.pipeline_batches_max = 4;
+        config.network.delay_us_max = 5_000;
+        let mut sim = Sim::new(config).unwrap();
+        let report = sim.run_and_check(true).unwrap();
+        assert_eq!(report.requests_completed, 40);
+        assert!(report.stable_checkpoints > 0);
+    }
+}
