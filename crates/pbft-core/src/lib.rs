@@ -29,6 +29,17 @@
 //! prepare, commit and checkpoint also count in its own quorums only once
 //! durable. The simulator checks this for every message.
 //!
+//! # Restart recovery
+//!
+//! A host that restarts a replica builds a [`DurableState`] from what it
+//! made durable (a store, or [`DurableState::apply`] over the acknowledged
+//! records) and calls [`Replica::restore`]: the stable snapshot is checked
+//! against its certificate, committed batches above it are executed again,
+//! and the replica's own votes go back into the log, so that it never
+//! pre-prepares, prepares or commits a second digest at a (view, seq)
+//! where it already did. The simulator crashes and restarts replicas from
+//! their acknowledged records ([`sim::SimConfig::restarts`]).
+//!
 //! # Request authentication
 //!
 //! Chosen by [`Params::request_auth`]:
@@ -107,6 +118,7 @@ mod error;
 mod io;
 mod params;
 mod replica;
+pub mod restore;
 pub mod sim;
 
 pub use app::{Application, CounterApp, KvApp, KvOp};
@@ -114,3 +126,4 @@ pub use error::Rejection;
 pub use io::{Input, Output, Peer, PersistId, PersistRecord, Time, Timer};
 pub use params::{Params, ParamsError, RequestAuth};
 pub use replica::{Replica, Stats};
+pub use restore::{CommittedBatch, DurableState, RestoreError, StableState};

@@ -13,6 +13,7 @@ use pbft_types::{
 use crate::app::{checkpoint_digest, Application, CachedReply, Snapshot};
 use crate::io::{Input, Output, Peer, PersistId, PersistRecord, Time, Timer};
 use crate::params::{Params, ParamsError, RequestAuth};
+use crate::restore::{CommittedBatch, DurableState, RestoreError, StableState};
 use crate::Rejection;
 
 /// Counters of the work a replica did, for metrics and for the benchmark
@@ -262,6 +263,176 @@ impl<A: Application> Replica<A> {
             transfer_target: None,
             stats: Stats::default(),
         })
+    }
+
+    /// A replica restarted from what it made durable before it stopped
+    /// (PBFT's stable-storage assumption, TOCS section 4; proactive recovery,
+    /// TOCS 4.5, is out of scope).
+    ///
+    /// - The application and the client reply table come from the stable
+    ///   snapshot, whose digest must be the one its certificate names
+    ///   ([`checkpoint_digest`]); the low watermark and the last executed
+    ///   sequence number are set there (PBFT 4.3).
+    /// - Committed batches above it (with verified commit certificates) are
+    ///   executed again in sequence order while they chain.
+    /// - The view is the highest known.
+    /// - Own pre-prepares, prepares, commits and checkpoints of that view
+    ///   go back into the log as durable (PBFT 4.2): a pre-prepare for
+    ///   another digest at a (view, seq) where this replica voted is refused
+    ///   with [`Rejection::ConflictingPrePrepare`], so it never prepares or
+    ///   commits a second digest there; as primary it assigns sequence
+    ///   numbers after its highest own pre-prepare of the view; and the
+    ///   slots it voted in complete when peers send matching messages.
+    ///
+    /// Outputs produced while restoring (replies and `Executed` events of
+    /// re-executed batches, a checkpoint to persist) are returned by the
+    /// first [`Replica::step`]. A host should make that first input
+    /// [`Input::TimerFired`]`(`[`Timer::Retransmit`]`)`: the replica then
+    /// re-sends its durable votes and asks for what it missed.
+    ///
+    /// # Errors
+    /// [`RestoreError`] when the durable state does not verify (a damaged
+    /// store, or another replica's or cluster's): the host must not resume.
+    pub fn restore(
+        config: ClusterConfig,
+        params: Params,
+        signer: Signer<ReplicaId>,
+        app: A,
+        state: DurableState,
+    ) -> Result<Self, RestoreError> {
+        let mut r = Self::new(config, params, signer, app)?;
+        let view = state.highest_view();
+        r.view = view;
+        if let Some(stable) = state.stable {
+            r.restore_stable(stable)?;
+        }
+        let low = r.low;
+        let id = r.id;
+        for (seq, (checkpoint, snapshot)) in state.checkpoints.into_iter().filter(|(s, _)| *s > low)
+        {
+            let c = r.own_record(checkpoint, "checkpoint", seq)?;
+            r.checkpoints.entry(seq).or_default().insert(id, c);
+            r.snapshots.insert(seq, snapshot);
+        }
+        // Only the current view's votes go into the log; earlier views'
+        // votes matter for the view change (issue 4).
+        let current = |key: &(View, SeqNo)| key.0 == view && key.1 > low;
+        let mut highest_own = low;
+        for ((_, seq), (pre_prepare, batch)) in
+            state.pre_prepares.into_iter().filter(|(k, _)| current(k))
+        {
+            let digest =
+                batch_digest(&batch).map_err(|_| RestoreError::BatchDigestMismatch(seq))?;
+            if digest != pre_prepare.value.digest {
+                return Err(RestoreError::BatchDigestMismatch(seq));
+            }
+            if pre_prepare.signer != r.config.primary(view) {
+                return Err(RestoreError::BadOwnRecord {
+                    kind: "pre-prepare",
+                    seq,
+                });
+            }
+            let pp = r
+                .keyring
+                .verify(pre_prepare)
+                .map_err(|_| RestoreError::BadOwnRecord {
+                    kind: "pre-prepare",
+                    seq,
+                })?;
+            let own = pp.signer() == id;
+            if own {
+                highest_own = highest_own.max(seq);
+                for q in &batch.requests {
+                    r.in_flight.insert((q.signer, q.value.request_no));
+                }
+            }
+            let slot = r.log.entry(seq).or_default();
+            slot.pre_prepare = Some(pp);
+            slot.batch = Some(batch);
+            slot.prepare_signed = true;
+            slot.pre_prepare_durable = own;
+        }
+        for ((_, seq), p) in state.prepares.into_iter().filter(|(k, _)| current(k)) {
+            let p = r.own_record(p, "prepare", seq)?;
+            let slot = r.log.entry(seq).or_default();
+            slot.prepare_signed = true;
+            slot.prepares.insert(id, p);
+        }
+        for ((_, seq), c) in state.commits.into_iter().filter(|(k, _)| current(k)) {
+            let c = r.own_record(c, "commit", seq)?;
+            let slot = r.log.entry(seq).or_default();
+            slot.commit_signed = true;
+            slot.commits.insert(id, c);
+        }
+        for (seq, committed) in state.committed.into_iter().filter(|(s, _)| *s > low) {
+            let CommittedBatch {
+                pre_prepare,
+                batch,
+                commits,
+            } = committed;
+            let (pp, cert) = r
+                .verify_committed_batch(pre_prepare, &batch, commits)
+                .map_err(|reason| RestoreError::InvalidCommittedBatch { seq, reason })?;
+            let slot = r.log.entry(seq).or_default();
+            slot.pre_prepare = Some(pp);
+            slot.batch = Some(batch);
+            slot.commit_cert = Some(cert);
+            slot.committed = true;
+        }
+        // PBFT 4.2: the primary never assigns a sequence number of its view
+        // twice; it continues after its highest durable pre-prepare.
+        r.next_seq = highest_own.next();
+        r.highest_seen = r.log.keys().next_back().copied().unwrap_or(low);
+        r.execute_ready();
+        if r.next_seq <= r.last_executed {
+            r.next_seq = r.last_executed.next();
+        }
+        // The first retransmission tick re-sends the durable votes.
+        r.progress_mark = (r.last_executed, r.low);
+        r.stats = Stats::default();
+        Ok(r)
+    }
+
+    /// Installs the stable checkpoint a restore starts from.
+    fn restore_stable(&mut self, stable: StableState) -> Result<(), RestoreError> {
+        let StableState { cert, snapshot } = stable;
+        let seq = cert.value.seq;
+        let cert = self
+            .keyring
+            .verify_cert(cert, self.quorum())
+            .map_err(|_| RestoreError::InvalidStableCertificate(seq))?
+            .into_cert();
+        let bad = |reason: String| RestoreError::BadSnapshot { seq, reason };
+        let decoded = pbft_types::from_canonical_bytes::<Snapshot>(&snapshot, usize::MAX)
+            .map_err(|e| bad(e.to_string()))?;
+        self.app
+            .restore(&decoded.app)
+            .map_err(|e| bad(format!("{e:?}")))?;
+        let digest = checkpoint_digest(self.app.state_digest(), &decoded.replies).map_err(bad)?;
+        if digest != cert.value.state_digest {
+            return Err(RestoreError::SnapshotDigestMismatch(seq));
+        }
+        self.replies = decoded.replies;
+        self.low = seq;
+        self.last_executed = seq;
+        self.next_seq = seq.next();
+        self.stable_cert = Some(cert);
+        self.snapshots.insert(seq, snapshot);
+        Ok(())
+    }
+
+    /// Verifies a record of this replica's own signed message.
+    fn own_record<T: pbft_crypto::Signable<Signer = ReplicaId>>(
+        &self,
+        signed: Signed<T>,
+        kind: &'static str,
+        seq: SeqNo,
+    ) -> Result<Verified<T>, RestoreError> {
+        let bad = RestoreError::BadOwnRecord { kind, seq };
+        if signed.signer != self.id {
+            return Err(bad);
+        }
+        self.keyring.verify(signed).map_err(|_| bad)
     }
 
     // ----- accessors -------------------------------------------------------
@@ -679,6 +850,20 @@ impl<A: Application> Replica<A> {
             }
             if slot.committed {
                 return self.reject(peer, Rejection::Duplicate);
+            }
+            // A restored replica may hold its own vote without the
+            // pre-prepare: never vote a second digest at (v, n) (PBFT 4.2).
+            let own_digest = slot
+                .prepares
+                .get(&self.id)
+                .map(|p| (p.value().view, p.value().digest))
+                .or_else(|| {
+                    slot.commits
+                        .get(&self.id)
+                        .map(|c| (c.value().view, c.value().digest))
+                });
+            if own_digest.is_some_and(|(v, d)| v == view && d != signed.value.digest) {
+                return self.reject(peer, Rejection::ConflictingPrePrepare { view, seq });
             }
         }
         if self.parked.contains_key(&seq) {
@@ -1167,6 +1352,11 @@ impl<A: Application> Replica<A> {
             Ok(d) => d,
             Err(e) => return self.reject(Peer::Host, Rejection::Internal(e)),
         };
+        let own = self.checkpoints.get(&seq).and_then(|v| v.get(&self.id));
+        if own.is_some_and(|c| c.value().state_digest == state_digest) {
+            // Restored: this checkpoint is durable already.
+            return self.check_stable(seq);
+        }
         let snapshot = Snapshot {
             app: self.app.snapshot(),
             replies: self.replies.clone(),

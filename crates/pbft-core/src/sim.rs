@@ -21,7 +21,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::app::KvOp;
 use crate::io::{Input, Output, PersistId, PersistRecord, Time, Timer};
-use crate::{KvApp, Params, Replica, RequestAuth};
+use crate::{DurableState, KvApp, Params, Replica, RequestAuth};
 
 /// The network's behaviour. Probabilities are in parts per million.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,8 +72,12 @@ pub struct SimConfig {
     pub network: NetworkConfig,
     /// Largest delay before a persist is acknowledged.
     pub persist_delay_us_max: u64,
-    /// Replicas that crash, and when (they stop for good).
+    /// Replicas that crash, and when (they stop, unless restarted).
     pub crashes: Vec<(ReplicaId, Time)>,
+    /// Crashed replicas that restart, and when: a new replica is built with
+    /// [`Replica::restore`] from exactly the records acknowledged durable
+    /// before the crash (the others are lost, as in a power loss).
+    pub restarts: Vec<(ReplicaId, Time)>,
     /// A client resends its request to every replica after this long.
     pub client_retry_us: u64,
     /// The run stops at this simulated time.
@@ -100,6 +104,7 @@ impl SimConfig {
             network: NetworkConfig::instant(),
             persist_delay_us_max: 0,
             crashes: Vec::new(),
+            restarts: Vec::new(),
             client_retry_us: 500_000,
             time_limit_us: 60_000_000,
             events_max: 50_000_000,
@@ -144,23 +149,42 @@ impl SimConfig {
             duplicate_ppm: if lossy { rng.gen_range(0..=100_000) } else { 0 },
             heal_at_us: rng.gen_ratio(1, 2).then(|| rng.gen_range(0..=500_000)),
         };
-        let crashes = if rng.gen_ratio(1, 2) {
-            // Only a backup: replacing a crashed primary is view change (issue 4).
+        let mut crashes = if rng.gen_ratio(1, 2) {
+            // Only a backup stops for good: replacing a crashed primary is
+            // view change (issue 4).
             let who = ReplicaId(rng.gen_range(1..u32::try_from(replicas).unwrap_or(4)));
             vec![(who, Time(rng.gen_range(0..=200_000)))]
         } else {
             Vec::new()
         };
+        let clients = rng.gen_range(1..=3);
+        let requests_per_client = rng.gen_range(2..=5);
+        let persist_delay_us_max = rng.gen_range(0..=1_000);
+        // Crash-restart (drawn last, so the rest of each seed's mix is
+        // unchanged): half of the crashed backups come back after a while;
+        // among the other seeds, one in six crashes the primary and restarts
+        // it (without view change it must come back for liveness).
+        let mut restarts = Vec::new();
+        if let Some(&(who, at)) = crashes.first() {
+            if rng.gen_ratio(1, 2) {
+                restarts.push((who, at.plus_us(rng.gen_range(0..=100_000))));
+            }
+        } else if rng.gen_ratio(1, 6) {
+            let at = Time(rng.gen_range(0..=100_000));
+            crashes.push((ReplicaId(0), at));
+            restarts.push((ReplicaId(0), at.plus_us(rng.gen_range(0..=100_000))));
+        }
         Self {
             seed,
             replicas,
-            clients: rng.gen_range(1..=3),
-            requests_per_client: rng.gen_range(2..=5),
+            clients,
+            requests_per_client,
             value_bytes: 8,
             params,
             network,
-            persist_delay_us_max: rng.gen_range(0..=1_000),
+            persist_delay_us_max,
             crashes,
+            restarts,
             client_retry_us: 200_000,
             time_limit_us: 120_000_000,
             events_max: 2_000_000,
@@ -204,6 +228,14 @@ pub enum Violation {
         a: ReplicaId,
         /// Another.
         b: ReplicaId,
+    },
+    /// A replica could not be restored from its durable records.
+    #[error("replica {replica} could not restart: {reason}")]
+    RestoreFailed {
+        /// The replica.
+        replica: ReplicaId,
+        /// The [`crate::RestoreError`].
+        reason: String,
     },
     /// A request executed twice at one replica.
     #[error("replica {replica} executed request {request_no} of client {client} twice")]
@@ -264,6 +296,8 @@ pub struct SimReport {
     pub batches_executed: u64,
     /// Stable checkpoints, summed over replicas.
     pub stable_checkpoints: u64,
+    /// Replicas restarted from their durable records.
+    pub restarts: u64,
     /// Rejections by label, summed over replicas.
     pub rejections: BTreeMap<&'static str, u64>,
 }
@@ -288,10 +322,18 @@ enum Event {
         generation: u64,
     },
     Crash(ReplicaId),
+    Restart(ReplicaId),
 }
 
 struct Node {
     replica: Replica<KvApp>,
+    signer: Signer<ReplicaId>,
+    /// Whether this replica restarts, so its records are kept.
+    restarts: bool,
+    /// Records of persists not yet acknowledged (lost at a crash).
+    unacked: BTreeMap<PersistId, Vec<PersistRecord>>,
+    /// What was acknowledged durable, as a store would hold it.
+    state: DurableState,
     crashed: bool,
     adversary: Option<Box<dyn Adversary>>,
     timers: BTreeMap<Timer, u64>,
@@ -321,7 +363,10 @@ pub struct Sim {
     clients: Vec<SimClient>,
     cluster: ClusterConfig,
     executed: BTreeMap<SeqNo, (ReplicaId, Digest)>,
-    executed_requests: BTreeMap<ReplicaId, BTreeSet<(ClientId, RequestNo)>>,
+    /// Per replica, each request executed and the sequence number it ran
+    /// at: a restarted replica executes again from its stable checkpoint,
+    /// which is allowed only at the same sequence number.
+    executed_requests: BTreeMap<ReplicaId, BTreeMap<(ClientId, RequestNo), SeqNo>>,
     stable: BTreeMap<SeqNo, (ReplicaId, Digest)>,
     violations: Vec<Violation>,
     report: SimReport,
@@ -373,12 +418,16 @@ impl Sim {
             let replica = Replica::new(
                 cluster.clone(),
                 config.params.clone(),
-                signer,
+                signer.clone(),
                 KvApp::default(),
             )
             .map_err(|e| e.to_string())?;
             nodes.push(Node {
                 replica,
+                signer,
+                restarts: config.restarts.iter().any(|(r, _)| *r == entry.id),
+                unacked: BTreeMap::new(),
+                state: DurableState::default(),
                 crashed: false,
                 adversary: None,
                 timers: BTreeMap::new(),
@@ -439,6 +488,9 @@ impl Sim {
         };
         for (who, at) in sim.config.crashes.clone() {
             sim.schedule(at, Event::Crash(who));
+        }
+        for (who, at) in sim.config.restarts.clone() {
+            sim.schedule(at, Event::Restart(who));
         }
         for c in 0..sim.clients.len() {
             sim.client_send(c);
@@ -632,7 +684,48 @@ impl Sim {
                     node.crashed = true;
                 }
             }
+            Event::Restart(id) => self.restart(id),
         }
+    }
+
+    /// A crashed replica comes back from its acknowledged records only:
+    /// unacknowledged persists are lost, timers and in-flight persist
+    /// acknowledgements of the old process are gone.
+    fn restart(&mut self, id: ReplicaId) {
+        let Some(node) = self.nodes.get_mut(id.0 as usize) else {
+            return;
+        };
+        if !node.crashed {
+            return;
+        }
+        let restored = Replica::restore(
+            self.cluster.clone(),
+            self.config.params.clone(),
+            node.signer.clone(),
+            KvApp::default(),
+            node.state.clone(),
+        );
+        match restored {
+            Ok(replica) => {
+                node.replica = replica;
+                node.crashed = false;
+                node.timers.clear();
+                node.persisting.clear();
+                node.unacked.clear();
+                self.report.restarts += 1;
+            }
+            Err(e) => {
+                self.violations.push(Violation::RestoreFailed {
+                    replica: id,
+                    reason: e.to_string(),
+                });
+                return;
+            }
+        }
+        self.queue.retain(|_, event| {
+            !matches!(event, Event::Input { to, input: Input::PersistDone(_) } if *to == id)
+        });
+        self.step(id, Input::TimerFired(Timer::Retransmit));
     }
 
     fn on_reply(&mut self, c: usize, reply: Reply) {
@@ -671,6 +764,11 @@ impl Sim {
         if let Input::PersistDone(id) = &input {
             if let Some(keys) = node.persisting.remove(id) {
                 node.durable.extend(keys);
+            }
+            if let Some(records) = node.unacked.remove(id) {
+                for record in &records {
+                    node.state.apply(record);
+                }
             }
         }
         let mut outputs = node.replica.step(now, input);
@@ -753,6 +851,9 @@ impl Sim {
                 let keys = records.iter().filter_map(record_key).collect();
                 if let Some(node) = self.nodes.get_mut(from.0 as usize) {
                     node.persisting.insert(id, keys);
+                    if node.restarts {
+                        node.unacked.insert(id, records);
+                    }
                 }
                 let delay = if self.config.persist_delay_us_max > 0 {
                     self.rng.gen_range(0..=self.config.persist_delay_us_max)
@@ -860,7 +961,7 @@ impl Sim {
         let mut found = Vec::new();
         let set = self.executed_requests.entry(from).or_default();
         for &(client, request_no) in requests {
-            if !set.insert((client, request_no)) {
+            if *set.entry((client, request_no)).or_insert(seq) != seq {
                 found.push(Violation::ExecutedTwice {
                     replica: from,
                     client,

@@ -6,6 +6,8 @@
 use std::time::Instant;
 
 use pbft_core::sim::{Sim, SimConfig};
+use pbft_core::Time;
+use pbft_types::{ReplicaId, SeqNo};
 
 /// Seeds run by `cargo test` (at least 1000); `PBFT_SIM_SEEDS=N` runs `N`.
 const SEEDS: u64 = 2_000;
@@ -31,12 +33,13 @@ fn run_seed(seed: u64) -> Result<pbft_core::sim::SimReport, String> {
 fn run_range(range: std::ops::Range<u64>) {
     let started = Instant::now();
     let mut failures = Vec::new();
-    let (mut completed, mut stable) = (0, 0);
+    let (mut completed, mut stable, mut restarts) = (0, 0, 0);
     for seed in range.clone() {
         match run_seed(seed) {
             Ok(report) => {
                 completed += report.requests_completed;
                 stable += report.stable_checkpoints;
+                restarts += report.restarts;
             }
             Err(e) => {
                 eprintln!("{e}");
@@ -45,7 +48,7 @@ fn run_range(range: std::ops::Range<u64>) {
         }
     }
     eprintln!(
-        "seeds {range:?}: {} failed, {completed} requests completed, {stable} stable checkpoints, {:?}",
+        "seeds {range:?}: {} failed, {completed} requests completed, {stable} stable checkpoints, {restarts} restarts, {:?}",
         failures.len(),
         started.elapsed()
     );
@@ -105,5 +108,60 @@ fn a_fair_network_completes_every_request() {
         let report = sim.run_and_check(true).unwrap();
         assert_eq!(report.requests_completed, 40);
         assert!(report.stable_checkpoints > 0);
+    }
+}
+
+/// A backup crashes and restarts from its acknowledged records while
+/// another backup is down for good: the cluster needs the restarted replica
+/// for every quorum, so it must resume safely and take part again.
+#[test]
+fn a_restarted_backup_is_needed_for_the_quorum_and_resumes() {
+    for seed in 0..30 {
+        let mut config = SimConfig::new(seed, 4);
+        config.clients = 2;
+        config.requests_per_client = 8;
+        config.params.batch_requests_max = 2;
+        config.params.checkpoint_interval_seqs = 2;
+        config.params.log_window_seqs = 4;
+        config.params.pipeline_batches_max = 2;
+        config.params.retransmit_interval_us = 30_000;
+        config.network.delay_us_max = 3_000;
+        config.persist_delay_us_max = 500;
+        config.crashes = vec![
+            (ReplicaId(3), Time(0)),
+            (ReplicaId(2), Time(2_000 + seed * 1_000)),
+        ];
+        config.restarts = vec![(ReplicaId(2), Time(50_000 + seed * 3_000))];
+        let mut sim = Sim::new(config).unwrap();
+        let report = sim
+            .run_and_check(true)
+            .unwrap_or_else(|v| panic!("seed {seed}: {v}"));
+        assert_eq!(report.requests_completed, 16, "seed {seed}");
+        assert_eq!(report.restarts, 1);
+        let restarted = sim.replica(ReplicaId(2)).unwrap();
+        assert!(restarted.last_executed() > SeqNo(0), "seed {seed}");
+    }
+}
+
+/// The primary of view 0 crashes and restarts (view change is issue 4): it
+/// resumes after its highest durable pre-prepare and the run completes.
+#[test]
+fn a_restarted_primary_resumes_its_sequence() {
+    for seed in 0..30 {
+        let mut config = SimConfig::new(seed, 4);
+        config.clients = 3;
+        config.requests_per_client = 6;
+        config.params.batch_requests_max = 2;
+        config.params.pipeline_batches_max = 3;
+        config.network.delay_us_max = 2_000;
+        config.persist_delay_us_max = 800;
+        config.client_retry_us = 100_000;
+        config.crashes = vec![(ReplicaId(0), Time(1_000 + seed * 700))];
+        config.restarts = vec![(ReplicaId(0), Time(40_000 + seed * 2_000))];
+        let mut sim = Sim::new(config).unwrap();
+        let report = sim
+            .run_and_check(true)
+            .unwrap_or_else(|v| panic!("seed {seed}: {v}"));
+        assert_eq!(report.requests_completed, 18, "seed {seed}");
     }
 }

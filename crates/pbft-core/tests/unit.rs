@@ -11,8 +11,8 @@
 use std::collections::VecDeque;
 
 use pbft_core::{
-    CounterApp, Input, Output, Params, Peer, PersistId, PersistRecord, Rejection, Replica,
-    RequestAuth, Time, Timer,
+    CounterApp, DurableState, Input, Output, Params, Peer, PersistId, PersistRecord, Rejection,
+    Replica, RequestAuth, RestoreError, Time, Timer,
 };
 use pbft_crypto::{batch_digest, SecretKey, Signer};
 use pbft_types::{
@@ -840,5 +840,362 @@ fn retransmission_never_sends_a_pre_prepare_that_is_not_durable() {
     assert!(matches!(
         &out[0],
         Output::Broadcast(Message::PrePrepare { .. })
+    ));
+}
+
+// ----- restart recovery (issue 5; FAULTS.md 10, amnesia) -------------------
+
+/// The records of every `Persist` in `outputs`, all acknowledged.
+fn durable(outputs: &[Output]) -> DurableState {
+    let mut state = DurableState::default();
+    for o in outputs {
+        if let Output::Persist { records, .. } = o {
+            for r in records {
+                state.apply(r);
+            }
+        }
+    }
+    state
+}
+
+impl Setup {
+    fn restore(&self, i: usize, state: DurableState) -> Replica<CounterApp> {
+        Replica::restore(
+            self.config.clone(),
+            params(),
+            self.signers[i].clone(),
+            CounterApp::default(),
+            state,
+        )
+        .unwrap()
+    }
+}
+
+fn pp_message(pre_prepare: Signed<PrePrepare>, batch: Batch) -> Message {
+    Message::PrePrepare { pre_prepare, batch }
+}
+
+/// Drives a backup through the pre-prepare of (v0, s1, d1) and returns
+/// every output, acknowledging each persist.
+fn backup_prepares(s: &Setup, backup: &mut Replica<CounterApp>, batch: &Batch) -> Vec<Output> {
+    let pp = s.pre_prepare(0, 0, 1, batch);
+    let mut all = backup.step(T0, msg(0, pp_message(pp, batch.clone())));
+    all.extend(backup.step(T0, Input::PersistDone(PersistId(0))));
+    all
+}
+
+#[test]
+fn a_backup_restarted_after_preparing_refuses_a_second_digest() {
+    let s = setup(4);
+    let mut backup = s.replica(1);
+    let b1 = s.batch(&[1]);
+    let d1 = batch_digest(&b1).unwrap();
+    let outputs = backup_prepares(&s, &mut backup, &b1);
+    drop(backup);
+    let mut restarted = s.restore(1, durable(&outputs));
+    assert_eq!(restarted.view(), View(0));
+    assert_eq!(restarted.last_executed(), SeqNo(0));
+    // The first tick re-sends the durable prepare and asks for seq 1.
+    let out = restarted.step(T0, Input::TimerFired(Timer::Retransmit));
+    assert_eq!(
+        out,
+        vec![
+            Output::Broadcast(Message::Prepare(s.prepare(1, 1, d1))),
+            Output::Broadcast(Message::Fetch(pbft_types::Fetch::Batch { seq: SeqNo(1) })),
+            retransmit_timer(),
+        ]
+    );
+    // A pre-prepare for another digest at (v0, s1): refused, no prepare.
+    let b2 = s.batch(&[2]);
+    let out = restarted.step(T0, msg(0, pp_message(s.pre_prepare(0, 0, 1, &b2), b2)));
+    assert_eq!(
+        out,
+        rejected(
+            0,
+            Rejection::ConflictingPrePrepare {
+                view: View(0),
+                seq: SeqNo(1)
+            }
+        )
+    );
+    // The slot it voted in still completes: 2f matching prepares (its own
+    // durable one and replica 2's) make it commit d1, and only d1.
+    let out = restarted.step(T0, msg(2, Message::Prepare(s.prepare(2, 1, d1))));
+    assert_eq!(
+        out,
+        vec![Output::Persist {
+            id: PersistId(0),
+            records: vec![PersistRecord::Commit(s.commit(1, 1, d1))],
+        }]
+    );
+    let out = restarted.step(T0, Input::PersistDone(PersistId(0)));
+    assert_eq!(
+        out,
+        vec![Output::Broadcast(Message::Commit(s.commit(1, 1, d1)))]
+    );
+    restarted.step(T0, msg(0, Message::Commit(s.commit(0, 1, d1))));
+    let out = restarted.step(T0, msg(2, Message::Commit(s.commit(2, 1, d1))));
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Executed { seq: SeqNo(1), digest, .. } if *digest == d1)));
+    assert_eq!(restarted.app().value, 1);
+}
+
+#[test]
+fn a_backup_restarted_after_committing_never_commits_a_second_digest() {
+    let s = setup(4);
+    let mut backup = s.replica(1);
+    let b1 = s.batch(&[1]);
+    let d1 = batch_digest(&b1).unwrap();
+    let mut outputs = backup_prepares(&s, &mut backup, &b1);
+    outputs.extend(backup.step(T0, msg(2, Message::Prepare(s.prepare(2, 1, d1)))));
+    outputs.extend(backup.step(T0, Input::PersistDone(PersistId(1))));
+    assert!(outputs
+        .iter()
+        .any(|o| *o == Output::Broadcast(Message::Commit(s.commit(1, 1, d1)))));
+    drop(backup);
+    let mut restarted = s.restore(1, durable(&outputs));
+    let out = restarted.step(T0, Input::TimerFired(Timer::Retransmit));
+    assert_eq!(
+        out,
+        vec![
+            Output::Broadcast(Message::Prepare(s.prepare(1, 1, d1))),
+            Output::Broadcast(Message::Commit(s.commit(1, 1, d1))),
+            Output::Broadcast(Message::Fetch(pbft_types::Fetch::Batch { seq: SeqNo(1) })),
+            retransmit_timer(),
+        ]
+    );
+    let b2 = s.batch(&[2]);
+    let d2 = batch_digest(&b2).unwrap();
+    let out = restarted.step(T0, msg(0, pp_message(s.pre_prepare(0, 0, 1, &b2), b2)));
+    assert_eq!(
+        out,
+        rejected(
+            0,
+            Rejection::ConflictingPrePrepare {
+                view: View(0),
+                seq: SeqNo(1)
+            }
+        )
+    );
+    // A full set of prepares and commits for d2: stored, never counted; no
+    // commit for d2 leaves, nothing executes.
+    for from in [2, 3] {
+        let out = restarted.step(
+            T0,
+            msg(from, Message::Prepare(s.prepare(from as usize, 1, d2))),
+        );
+        assert_eq!(out, vec![]);
+    }
+    for from in [0, 2, 3] {
+        let out = restarted.step(
+            T0,
+            msg(from, Message::Commit(s.commit(from as usize, 1, d2))),
+        );
+        assert_eq!(out, vec![]);
+    }
+    assert_eq!(restarted.last_executed(), SeqNo(0));
+    assert_eq!(restarted.app().value, 0);
+}
+
+#[test]
+fn a_primary_restarted_after_a_pre_prepare_assigns_the_next_seq() {
+    let s = setup(4);
+    let mut primary = s.replica(0);
+    let r1 = s.request(1);
+    let mut outputs = primary.step(
+        T0,
+        Input::ClientRequest {
+            from: CLIENT,
+            request: r1.clone(),
+        },
+    );
+    outputs.extend(primary.step(T0, Input::PersistDone(PersistId(0))));
+    drop(primary);
+    let mut restarted = s.restore(0, durable(&outputs));
+    assert!(restarted.is_primary());
+    let b1 = Batch {
+        requests: vec![r1.clone()],
+    };
+    let out = restarted.step(T0, Input::TimerFired(Timer::Retransmit));
+    assert_eq!(
+        out,
+        vec![
+            Output::Broadcast(pp_message(s.pre_prepare(0, 0, 1, &b1), b1)),
+            Output::Broadcast(Message::Fetch(pbft_types::Fetch::Batch { seq: SeqNo(1) })),
+            retransmit_timer(),
+        ]
+    );
+    // The request already ordered is not ordered again.
+    let out = restarted.step(
+        T0,
+        Input::ClientRequest {
+            from: CLIENT,
+            request: r1,
+        },
+    );
+    assert_eq!(
+        out,
+        vec![Output::Rejected {
+            from: Peer::Client(CLIENT),
+            reason: Rejection::Duplicate
+        }]
+    );
+    // The next batch gets seq 2, never seq 1 again.
+    let r2 = s.request(2);
+    let out = restarted.step(
+        T0,
+        Input::ClientRequest {
+            from: CLIENT,
+            request: r2.clone(),
+        },
+    );
+    let b2 = Batch { requests: vec![r2] };
+    assert_eq!(
+        out,
+        vec![Output::Persist {
+            id: PersistId(0),
+            records: vec![PersistRecord::PrePrepare {
+                pre_prepare: s.pre_prepare(0, 0, 2, &b2),
+                batch: b2
+            }],
+        }]
+    );
+}
+
+#[test]
+fn a_replica_restarted_after_a_stable_checkpoint_resumes_from_it() {
+    let mut c = Cluster::new(4, vec![]);
+    // K = 2: seqs 1 and 2 make checkpoint 2 stable; seq 3 executes above it.
+    for no in 1..=3 {
+        let request = c.setup.request(no);
+        c.submit(&request);
+    }
+    assert!(c.replicas.iter().all(|r| r.last_executed() == SeqNo(3)));
+    let outputs: Vec<Output> = c
+        .outputs
+        .iter()
+        .filter(|(i, _)| *i == 1)
+        .map(|(_, o)| o.clone())
+        .collect();
+    let state = durable(&outputs);
+    assert_eq!(state.stable.as_ref().unwrap().cert.value.seq, SeqNo(2));
+    let mut restarted = c.setup.restore(1, state);
+    assert_eq!(restarted.low_watermark(), SeqNo(2));
+    assert_eq!(restarted.last_executed(), SeqNo(2));
+    assert_eq!(restarted.app().value, 2);
+    assert_eq!(
+        restarted.cached_reply(CLIENT).unwrap().request_no,
+        RequestNo(2)
+    );
+    // A duplicate of request 2 gets the cached reply, it does not run again.
+    let out = restarted.step(
+        T0,
+        Input::ClientRequest {
+            from: CLIENT,
+            request: c.setup.request(2),
+        },
+    );
+    assert_eq!(
+        out,
+        vec![
+            Output::Reply {
+                client: CLIENT,
+                reply: Reply {
+                    view: View(0),
+                    client: CLIENT,
+                    request_no: RequestNo(2),
+                    replica: ReplicaId(1),
+                    result: 2u64.to_le_bytes().to_vec(),
+                },
+            },
+            // Seq 3 is unfinished here: the retransmission timer runs.
+            retransmit_timer(),
+        ]
+    );
+    assert_eq!(restarted.app().value, 2);
+    // Seq 3, voted before the restart, completes with the peers' votes.
+    let d3 = batch_digest(&c.setup.batch(&[3])).unwrap();
+    restarted.step(T0, msg(2, Message::Prepare(c.setup.prepare(2, 3, d3))));
+    restarted.step(T0, msg(0, Message::Commit(c.setup.commit(0, 3, d3))));
+    let out = restarted.step(T0, msg(2, Message::Commit(c.setup.commit(2, 3, d3))));
+    assert!(out.iter().any(|o| matches!(o, Output::Reply { reply, .. }
+        if reply.request_no == RequestNo(3) && reply.result == 3u64.to_le_bytes())));
+    assert_eq!(restarted.last_executed(), SeqNo(3));
+    assert_eq!(restarted.app().value, 3);
+}
+
+#[test]
+fn a_snapshot_that_does_not_match_its_certificate_is_refused() {
+    let mut c = Cluster::new(4, vec![]);
+    for no in 1..=2 {
+        let request = c.setup.request(no);
+        c.submit(&request);
+    }
+    let outputs: Vec<Output> = c
+        .outputs
+        .iter()
+        .filter(|(i, _)| *i == 1)
+        .map(|(_, o)| o.clone())
+        .collect();
+    let mut state = durable(&outputs);
+    let stable = state.stable.as_mut().unwrap();
+    let mut snapshot: pbft_core::app::Snapshot =
+        pbft_types::from_canonical_bytes(&stable.snapshot, usize::MAX).unwrap();
+    snapshot.app = 7u64.to_le_bytes().to_vec();
+    stable.snapshot = pbft_types::to_canonical_bytes(&snapshot).unwrap();
+    let result = Replica::restore(
+        c.setup.config.clone(),
+        params(),
+        c.setup.signers[1].clone(),
+        CounterApp::default(),
+        state,
+    );
+    assert!(matches!(
+        result,
+        Err(RestoreError::SnapshotDigestMismatch(SeqNo(2)))
+    ));
+}
+
+#[test]
+fn a_durable_prepare_without_its_pre_prepare_still_blocks_a_second_digest() {
+    let s = setup(4);
+    let b1 = s.batch(&[1]);
+    let d1 = batch_digest(&b1).unwrap();
+    let mut state = DurableState::default();
+    state.apply(&PersistRecord::Prepare(s.prepare(1, 1, d1)));
+    let mut restarted = s.restore(1, state);
+    let b2 = s.batch(&[2]);
+    let out = restarted.step(T0, msg(0, pp_message(s.pre_prepare(0, 0, 1, &b2), b2)));
+    let mut expected = rejected(
+        0,
+        Rejection::ConflictingPrePrepare {
+            view: View(0),
+            seq: SeqNo(1),
+        },
+    );
+    // Its first step: seq 1 is unfinished, the retransmission timer runs.
+    expected.push(retransmit_timer());
+    assert_eq!(out, expected);
+}
+
+#[test]
+fn another_replicas_records_are_refused() {
+    let s = setup(4);
+    let mut backup = s.replica(1);
+    let outputs = backup_prepares(&s, &mut backup, &s.batch(&[1]));
+    let result = Replica::restore(
+        s.config.clone(),
+        params(),
+        s.signers[2].clone(),
+        CounterApp::default(),
+        durable(&outputs),
+    );
+    assert!(matches!(
+        result,
+        Err(RestoreError::BadOwnRecord {
+            kind: "prepare",
+            seq: SeqNo(1)
+        })
     ));
 }
