@@ -6,6 +6,8 @@
 //!
 //! It has no dependencies so that it builds in seconds on a fresh machine.
 
+mod image;
+
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -19,6 +21,7 @@ Commands:
   demo          run a 4-replica cluster on loopback through a view change (not built yet)
   cluster-test  run fault scenarios against real node processes (not built yet)
   bench         throughput/latency sweep of a loopback cluster (not built yet)
+  image         build the pbft-node container image (FROM scratch, no base image pulled)
   help          this text
 ";
 
@@ -26,9 +29,14 @@ fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
-        Some("demo") => not_built("demo", "the pbft-node binary and pbft-client (issue 8)"),
-        Some("cluster-test") => not_built("cluster-test", "the pbft-node binary (issues 8 and 9)"),
-        Some("bench") => not_built("bench", "the pbft-node binary (issues 8 and 9)"),
+        Some("image") => image::image(&args[1..]),
+        Some("demo") => not_built(
+            "demo",
+            "view change (issue 4: the demo kills the primary) and the demo driver (issue 9); \
+             meanwhile README.md shows how to run a cluster by hand",
+        ),
+        Some("cluster-test") => not_built("cluster-test", "the fault-injection harness (issue 9)"),
+        Some("bench") => not_built("bench", "the benchmark sweep (issue 9)"),
         Some("help" | "-h" | "--help") | None => {
             print!("{HELP}");
             Ok(())
@@ -46,8 +54,8 @@ fn main() -> ExitCode {
 
 fn not_built(what: &str, needs: &str) -> Result<(), String> {
     Err(format!(
-        "`cargo xtask {what}` is not built yet: it needs {needs}, which do not exist in this \
-         revision. Nothing was run."
+        "`cargo xtask {what}` is not built yet: it needs {needs}, which this revision does not \
+         have yet. Nothing was run."
     ))
 }
 

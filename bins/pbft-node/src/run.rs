@@ -1,0 +1,311 @@
+//! `pbft-node run`: the replica daemon. It wires `pbft-core` to the QUIC
+//! mesh, the RocksDB store, the clock and the metrics, and obeys persist
+//! before send: the core releases a promising message only after the
+//! persist it depends on was acknowledged, and the node acknowledges a
+//! persist only once the store synced it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use metrics::{counter, gauge, histogram};
+use pbft_core::{DurableState, Input, KvApp, Output, Params, PersistId, Replica, Time, Timer};
+use pbft_crypto::{Principal, Signer, TlsIdentity};
+use pbft_quic::{Lane, Mesh, MeshConfig};
+use pbft_storage::{Durability as StoreDurability, RocksConfig, RocksStore, Store, WriteBatch};
+use pbft_types::{ClientId, Message, RequestNo};
+use tokio::sync::mpsc;
+
+use crate::config::{Durability, NodeConfig};
+use crate::error::NodeError;
+use crate::recovery::{durable_state, summary, to_ops};
+
+/// Requests whose arrival time is kept for the commit-latency histogram.
+const LATENCY_TRACKED_REQUESTS_MAX: usize = 65_536;
+/// Persist jobs queued for the storage thread; the core's pipeline bounds
+/// them well below this.
+const PERSIST_QUEUE_MAX: usize = 4_096;
+
+fn params(config: &NodeConfig) -> Params {
+    let p = &config.protocol;
+    Params {
+        checkpoint_interval_seqs: p.checkpoint_interval_seqs,
+        log_window_seqs: p.log_window_seqs,
+        pipeline_batches_max: p.pipeline_batches_max as u64,
+        batch_requests_max: p.batch_requests_max,
+        batch_delay_us_max: p.batch_delay_us_max,
+        view_change_timeout_us: p.view_change_timeout_ms.saturating_mul(1_000),
+        ..Params::default()
+    }
+}
+
+/// The storage thread: writes each persist job, syncs, and acknowledges.
+/// With group commit it writes every job waiting and syncs once. A failed
+/// write or sync stops the replica (the store poisons itself).
+fn storage_thread(
+    store: Arc<RocksStore>,
+    durability: Durability,
+    jobs: std::sync::mpsc::Receiver<(PersistId, WriteBatch)>,
+    done: mpsc::Sender<Result<Vec<PersistId>, String>>,
+) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = vec![first];
+        if durability == Durability::GroupCommit {
+            while let Ok(more) = jobs.try_recv() {
+                group.push(more);
+            }
+        }
+        let started = Instant::now();
+        let mut result = Ok(());
+        for (_, batch) in &group {
+            if let Err(e) = store.write(batch) {
+                result = Err(e);
+                break;
+            }
+        }
+        histogram!("pbft_store_write_seconds").record(started.elapsed().as_secs_f64());
+        if result.is_ok() {
+            let sync_started = Instant::now();
+            result = store.sync();
+            histogram!("pbft_store_sync_seconds").record(sync_started.elapsed().as_secs_f64());
+        }
+        let message = match result {
+            Ok(()) => Ok(group.into_iter().map(|(id, _)| id).collect()),
+            Err(e) => Err(format!("store failure, stopping: {e}")),
+        };
+        let failed = message.is_err();
+        if done.blocking_send(message).is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// Runs the replica until SIGTERM or SIGINT.
+pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
+    if let Some(addr) = config.metrics_listen {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .map_err(|e| NodeError::Other(format!("metrics endpoint {addr}: {e}")))?;
+        tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+    }
+    let durability = match config.storage.durability {
+        Durability::SyncEveryWrite => StoreDurability::SyncEveryWrite,
+        Durability::GroupCommit => StoreDurability::GroupCommit,
+        Durability::NoSyncBenchmarksOnly => StoreDurability::NoSyncBenchmarksOnly,
+    };
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::Write {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let store = RocksStore::open(
+        &config.data_dir,
+        RocksConfig {
+            durability,
+            ..RocksConfig::default()
+        },
+    )
+    .map_err(|e| {
+        NodeError::Other(format!(
+            "opening the store in {}: {e}",
+            config.data_dir.display()
+        ))
+    })?;
+    let recovered = store
+        .recover()
+        .map_err(|e| NodeError::Other(format!("reading the store: {e}")))?;
+    // Restart recovery (issue 5): resume from what the store made durable,
+    // so that this replica never votes a second digest where it already
+    // voted (FAULTS.md 10, amnesia).
+    let durable = durable_state(&recovered).map_err(|e| {
+        NodeError::Other(format!(
+            "recovering from the store in {}: {e}",
+            config.data_dir.display()
+        ))
+    })?;
+    let restarted = durable != DurableState::default();
+    if restarted {
+        tracing::info!(data_dir = %config.data_dir.display(), "recovered from the store: {}", summary(&durable));
+    }
+    let store = Arc::new(store);
+
+    let me = config.id;
+    let identity = TlsIdentity::generate(&config.key, &format!("replica-{me}"))?;
+    let mut mesh_config = MeshConfig::new(config.cluster.clone(), me, identity);
+    mesh_config.socket = Some(
+        std::net::UdpSocket::bind(config.listen)
+            .map_err(|e| NodeError::Other(format!("binding {}: {e}", config.listen)))?,
+    );
+    let (mesh, mut receiver) = Mesh::start(mesh_config)
+        .map_err(|e| NodeError::Other(format!("starting the mesh: {e}")))?;
+    let signer = Signer::new(config.key.clone(), config.cluster.cluster_id, me);
+    let mut replica = if restarted {
+        Replica::restore(
+            config.cluster.clone(),
+            params(&config),
+            signer,
+            KvApp::default(),
+            durable,
+        )
+        .map_err(|e| NodeError::Other(format!("restoring from the store: {e}")))?
+    } else {
+        Replica::new(
+            config.cluster.clone(),
+            params(&config),
+            signer,
+            KvApp::default(),
+        )
+        .map_err(|e| NodeError::Other(format!("protocol parameters: {e}")))?
+    };
+    tracing::info!(replica = %me, n = config.cluster.n(), f = config.cluster.f(), listen = %config.listen, "replica started");
+
+    let (job_tx, job_rx) = std::sync::mpsc::sync_channel(PERSIST_QUEUE_MAX);
+    let (done_tx, mut done_rx) = mpsc::channel(PERSIST_QUEUE_MAX);
+    let storage = {
+        let store = store.clone();
+        let durability = config.storage.durability;
+        std::thread::Builder::new()
+            .name("pbft-storage".into())
+            .spawn(move || storage_thread(store, durability, job_rx, done_tx))
+            .map_err(|e| NodeError::Other(format!("starting the storage thread: {e}")))?
+    };
+
+    let origin = Instant::now();
+    let now = || Time(u64::try_from(origin.elapsed().as_micros()).unwrap_or(u64::MAX));
+    let mut timers: BTreeMap<Timer, Time> = BTreeMap::new();
+    if restarted {
+        // At once: re-send the durable votes and ask for what was missed.
+        timers.insert(Timer::Retransmit, Time(0));
+    }
+    let mut arrivals: HashMap<(ClientId, RequestNo), Instant> = HashMap::new();
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| NodeError::Other(format!("installing the SIGTERM handler: {e}")))?;
+    let mut outputs: Vec<Output> = Vec::new();
+    let result = loop {
+        let next_timer = timers
+            .iter()
+            .min_by_key(|(_, at)| **at)
+            .map(|(t, at)| (*t, *at));
+        let sleep_for = next_timer.map_or(Duration::from_secs(3600), |(_, at)| {
+            Duration::from_micros(at.0.saturating_sub(now().0))
+        });
+        let input = tokio::select! {
+            biased;
+            _ = sigterm.recv() => break Ok(()),
+            _ = tokio::signal::ctrl_c() => break Ok(()),
+            done = done_rx.recv() => match done {
+                Some(Ok(ids)) => {
+                    for id in ids {
+                        outputs.extend(replica.step(now(), Input::PersistDone(id)));
+                    }
+                    None
+                }
+                Some(Err(e)) => break Err(NodeError::Other(e)),
+                None => break Err(NodeError::Other("the storage thread stopped".into())),
+            },
+            received = receiver.recv() => match received {
+                None => break Err(NodeError::Other("the mesh stopped".into())),
+                Some(r) => match (r.from, r.message) {
+                    (Principal::Replica(from), message) => Some(Input::Message { from, message }),
+                    (Principal::Client(from), Message::Request(request)) => {
+                        if arrivals.len() < LATENCY_TRACKED_REQUESTS_MAX {
+                            arrivals.entry((from, request.value.request_no)).or_insert_with(Instant::now);
+                        }
+                        Some(Input::ClientRequest { from, request })
+                    }
+                    (Principal::Client(_), other) => {
+                        counter!("pbft_messages_rejected_total", "reason" => "client_sent_non_request").increment(1);
+                        tracing::debug!(kind = other.kind_name(), "client sent a non-request message; dropped");
+                        None
+                    }
+                },
+            },
+            () = tokio::time::sleep(sleep_for), if next_timer.is_some() => {
+                next_timer.map(|(timer, _)| {
+                    timers.remove(&timer);
+                    Input::TimerFired(timer)
+                })
+            }
+        };
+        if let Some(input) = input {
+            outputs.extend(replica.step(now(), input));
+        }
+        let mut fatal = None;
+        for output in outputs.drain(..) {
+            match output {
+                Output::Send { to, message } => {
+                    let lane = lane_of(&message);
+                    let _ = mesh.send(Principal::Replica(to), lane, message);
+                }
+                Output::Broadcast(message) => {
+                    let lane = lane_of(&message);
+                    let _ = mesh.broadcast(lane, message);
+                }
+                Output::Reply { client, reply } => {
+                    let _ = mesh.send(
+                        Principal::Client(client),
+                        Lane::Consensus,
+                        Message::Reply(reply),
+                    );
+                }
+                Output::Persist { id, records } => match to_ops(records) {
+                    Ok(batch) => {
+                        if job_tx.send((id, batch)).is_err() {
+                            fatal = Some("the storage thread stopped".to_owned());
+                        }
+                    }
+                    Err(e) => fatal = Some(e),
+                },
+                Output::SetTimer { timer, at } => {
+                    timers.insert(timer, at);
+                }
+                Output::CancelTimer(timer) => {
+                    timers.remove(&timer);
+                }
+                Output::Executed { seq, requests, .. } => {
+                    counter!("pbft_requests_committed_total").increment(requests.len() as u64);
+                    histogram!("pbft_batch_requests").record(requests.len() as f64);
+                    gauge!("pbft_last_executed_seq").set(seq.0 as f64);
+                    for key in requests {
+                        if let Some(at) = arrivals.remove(&key) {
+                            histogram!("pbft_commit_latency_seconds")
+                                .record(at.elapsed().as_secs_f64());
+                        }
+                    }
+                }
+                Output::CheckpointStable { seq, state_digest } => {
+                    gauge!("pbft_stable_checkpoint_seq").set(seq.0 as f64);
+                    tracing::debug!(%seq, %state_digest, "checkpoint stable");
+                }
+                Output::ViewChangeSuspected { view } => {
+                    counter!("pbft_view_change_timeouts_total").increment(1);
+                    tracing::warn!(%view, "view-change timer fired: the primary made no progress");
+                }
+                Output::Rejected { from, reason } => {
+                    counter!("pbft_messages_rejected_total", "reason" => reason.label())
+                        .increment(1);
+                    tracing::debug!(?from, %reason, "rejected");
+                }
+            }
+        }
+        if let Some(e) = fatal {
+            break Err(NodeError::Other(e));
+        }
+        gauge!("pbft_view").set(replica.view().0 as f64);
+        gauge!("pbft_primary").set(f64::from(config.cluster.primary(replica.view()).0));
+        gauge!("pbft_peers_connected").set(mesh.connected_peers().len() as f64);
+    };
+    tracing::info!(replica = %me, "shutting down");
+    drop(job_tx);
+    let _ = tokio::task::spawn_blocking(move || storage.join()).await;
+    mesh.shutdown().await;
+    result
+}
+
+/// Bulk traffic (state transfer) travels apart from consensus messages.
+fn lane_of(message: &Message) -> Lane {
+    match message {
+        Message::Fetch(_) | Message::FetchResponse(_) => Lane::Bulk,
+        _ => Lane::Consensus,
+    }
+}
