@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use pbft_crypto::{batch_digest, Keyring, Signer, Verified};
+use pbft_crypto::{batch_digest, Keyring, Signable, Signer, Verified};
 use pbft_types::{
     Batch, Checkpoint, ClientId, ClientRequest, ClusterConfig, Commit, Digest, Fetch,
     FetchResponse, Message, PrePrepare, Prepare, PreparedCert, QuorumCert, ReplicaId, Reply,
@@ -1062,24 +1062,7 @@ impl<A: Application> Replica<A> {
         let Message::Prepare(signed) = message else {
             return;
         };
-        if let Some(existing) = self.log.get(&seq).and_then(|s| s.prepares.get(&from)) {
-            let reason = if *existing.value() == signed.value {
-                Rejection::Duplicate
-            } else {
-                Rejection::ConflictingVote { replica: from, seq }
-            };
-            return self.reject(peer, reason);
-        }
-        self.stats.signatures_verified += 1;
-        let Ok(prepare) = self.keyring.verify(signed) else {
-            return self.reject(peer, Rejection::BadSignature);
-        };
-        self.log
-            .entry(seq)
-            .or_default()
-            .prepares
-            .insert(from, prepare);
-        self.advance(seq);
+        self.record_vote(from, seq, signed, |slot| &mut slot.prepares);
     }
 
     /// PBFT 4.2: commits from distinct replicas (the primary included).
@@ -1104,8 +1087,30 @@ impl<A: Application> Replica<A> {
         let Message::Commit(signed) = message else {
             return;
         };
-        if let Some(existing) = self.log.get(&seq).and_then(|s| s.commits.get(&from)) {
-            let reason = if *existing.value() == signed.value {
+        self.record_vote(from, seq, signed, |slot| &mut slot.commits);
+    }
+
+    /// PBFT 4.2: what accepting a prepare and a commit share. A vote counts
+    /// once per replica: the same vote again is a duplicate, a different
+    /// one at the same sequence number a conflicting vote; the signature is
+    /// checked before the vote is stored, then the slot may advance.
+    fn record_vote<T>(
+        &mut self,
+        from: ReplicaId,
+        seq: SeqNo,
+        signed: Signed<T>,
+        votes: fn(&mut Slot) -> &mut BTreeMap<ReplicaId, Verified<T>>,
+    ) where
+        T: Signable<Signer = ReplicaId> + PartialEq,
+    {
+        let peer = Peer::Replica(from);
+        let earlier = self
+            .log
+            .get_mut(&seq)
+            .and_then(|slot| votes(slot).get(&from))
+            .map(|existing| *existing.value() == signed.value);
+        if let Some(same) = earlier {
+            let reason = if same {
                 Rejection::Duplicate
             } else {
                 Rejection::ConflictingVote { replica: from, seq }
@@ -1113,14 +1118,10 @@ impl<A: Application> Replica<A> {
             return self.reject(peer, reason);
         }
         self.stats.signatures_verified += 1;
-        let Ok(commit) = self.keyring.verify(signed) else {
+        let Ok(vote) = self.keyring.verify(signed) else {
             return self.reject(peer, Rejection::BadSignature);
         };
-        self.log
-            .entry(seq)
-            .or_default()
-            .commits
-            .insert(from, commit);
+        votes(self.log.entry(seq).or_default()).insert(from, vote);
         self.advance(seq);
     }
 
