@@ -2,6 +2,8 @@
 //! the operator commands and the run loop, so that tests and tools can use
 //! them. The binary (`src/main.rs`) is a thin command-line layer over it.
 
+#[cfg(feature = "byzantine")]
+pub mod byzantine;
 pub mod client_cmd;
 pub mod config;
 pub mod error;

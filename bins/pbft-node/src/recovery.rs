@@ -6,7 +6,7 @@
 //! two crates together: `pbft-core` does not depend on `pbft-storage`.
 
 use pbft_core::{CommittedBatch, DurableState, PersistRecord, StableState};
-use pbft_storage::{CommittedRecord, Op, PrePrepareRecord, Recovered, WriteBatch};
+use pbft_storage::{CommittedRecord, Op, PrePrepareRecord, Recovered, ViewState, WriteBatch};
 use pbft_types::SeqNo;
 
 /// Maps the core's persist records onto store operations (the table in
@@ -67,6 +67,27 @@ pub fn to_ops(records: Vec<PersistRecord>) -> Result<WriteBatch, String> {
                 let seq = cert.value.seq;
                 batch.push(Op::PutStableCheckpoint(cert));
                 batch.push(Op::TruncateBelow(seq));
+            }
+            PersistRecord::PreparedCert(cert) => {
+                batch.push(Op::PutPreparedCert(cert));
+            }
+            PersistRecord::ViewChange(vc) => {
+                // PBFT 4.4: the replica left its view; a restart resumes the
+                // view change and re-sends this message.
+                batch.push(Op::PutViewState(ViewState {
+                    view: vc.value.new_view,
+                    in_view_change: true,
+                    last_view_change: Some(vc),
+                    last_new_view: None,
+                }));
+            }
+            PersistRecord::NewView(nv) => {
+                batch.push(Op::PutViewState(ViewState {
+                    view: nv.value.view,
+                    in_view_change: false,
+                    last_view_change: None,
+                    last_new_view: Some(nv),
+                }));
             }
             other => {
                 return Err(format!("this node cannot persist {other:?}"));
@@ -142,6 +163,15 @@ pub fn durable_state(recovered: &Recovered) -> Result<DurableState, RecoveryErro
             })
             .collect(),
         checkpoints,
+        prepared: recovered.prepared_certs.clone(),
+        view_change: recovered
+            .view_state
+            .as_ref()
+            .and_then(|v| v.last_view_change.clone()),
+        new_view: recovered
+            .view_state
+            .as_ref()
+            .and_then(|v| v.last_new_view.clone()),
     })
 }
 

@@ -139,6 +139,19 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     let (mesh, mut receiver) = Mesh::start(mesh_config)
         .map_err(|e| NodeError::Other(format!("starting the mesh: {e}")))?;
     let signer = Signer::new(config.key.clone(), config.cluster.cluster_id, me);
+    // Scripted misbehaviour exists only in a `byzantine` build; a default
+    // build refuses to run when asked for it.
+    #[cfg(feature = "byzantine")]
+    let mut byzantine =
+        crate::byzantine::Byzantine::from_env(signer.clone(), config.cluster.clone())?;
+    #[cfg(not(feature = "byzantine"))]
+    if std::env::var_os("PBFT_BYZANTINE").is_some() {
+        return Err(NodeError::Other(
+            "PBFT_BYZANTINE is set, but this pbft-node was built without the `byzantine` \
+             feature: refusing to run as an honest replica in a Byzantine test"
+                .into(),
+        ));
+    }
     let mut replica = if restarted {
         Replica::restore(
             config.cluster.clone(),
@@ -228,7 +241,17 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
             }
         };
         if let Some(input) = input {
-            outputs.extend(replica.step(now(), input));
+            #[cfg(feature = "byzantine")]
+            let seen = byzantine.as_mut().is_none_or(|b| b.incoming(now(), &input));
+            #[cfg(not(feature = "byzantine"))]
+            let seen = true;
+            if seen {
+                outputs.extend(replica.step(now(), input));
+            }
+        }
+        #[cfg(feature = "byzantine")]
+        if let Some(b) = byzantine.as_mut() {
+            b.rewrite(now(), &mut outputs);
         }
         let mut fatal = None;
         for output in outputs.drain(..) {
@@ -277,9 +300,15 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
                     gauge!("pbft_stable_checkpoint_seq").set(seq.0 as f64);
                     tracing::debug!(%seq, %state_digest, "checkpoint stable");
                 }
-                Output::ViewChangeSuspected { view } => {
-                    counter!("pbft_view_change_timeouts_total").increment(1);
-                    tracing::warn!(%view, "view-change timer fired: the primary made no progress");
+                Output::ViewChangeStarted { view } => {
+                    counter!("pbft_view_changes_started_total").increment(1);
+                    tracing::warn!(%view, "view change: left the view, sending VIEW-CHANGE");
+                }
+                Output::ViewChanged { view, primary } => {
+                    counter!("pbft_view_changes_total").increment(1);
+                    gauge!("pbft_view").set(view.0 as f64);
+                    gauge!("pbft_primary").set(f64::from(primary.0));
+                    tracing::warn!(%view, %primary, "view change: entered the new view");
                 }
                 Output::Rejected { from, reason } => {
                     counter!("pbft_messages_rejected_total", "reason" => reason.label())

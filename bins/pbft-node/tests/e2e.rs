@@ -1,17 +1,24 @@
 //! End to end: real `pbft-node` processes on loopback, driven through
-//! `pbft-client`. (View change comes with the issue that builds it; these
-//! tests cover what runs today, restart from the store included.)
+//! `pbft-client`: a killed backup, a killed primary (view change), a
+//! restarted primary catching up and taking part in the next view change,
+//! restarts from the store, a refused client.
 #![allow(clippy::unwrap_used)]
 
-use std::net::UdpSocket;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use pbft_client::{Client, ClientConfig, ClientError};
+use pbft_core::app::MALFORMED_OP_RESULT;
 use pbft_core::KvOp;
-use pbft_crypto::SecretKey;
-use pbft_types::{ClientEntry, ClientId, ClusterConfig};
+use pbft_crypto::{SecretKey, Signer, TlsIdentity};
+use pbft_quic::{ClientEndpoint, ClientEndpointConfig, Lane};
+use pbft_types::{
+    ClientEntry, ClientId, ClusterConfig, Digest, Message, Prepare, ReplicaId, Request, RequestNo,
+    SeqNo, View,
+};
 
 const NODE: &str = env!("CARGO_BIN_EXE_pbft-node");
 
@@ -41,20 +48,19 @@ impl Cluster {
     }
 
     /// Generates the testnet, lets `edit` change each node's config text,
-    /// and starts the four replicas.
+    /// and starts the four replicas (no metrics endpoints).
     fn start_with(edit: impl Fn(&mut String)) -> Self {
+        Self::start_full(0, edit)
+    }
+
+    /// As [`Self::start_with`]; replica `i` serves metrics on
+    /// `metrics_base_port + i` unless it is 0.
+    fn start_full(metrics_base_port: u16, edit: impl Fn(&mut String)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let base = free_base_port();
         let out = Command::new(NODE)
-            .args([
-                "testnet",
-                "--replicas",
-                "4",
-                "--clients",
-                "1",
-                "--metrics-base-port",
-                "0",
-            ])
+            .args(["testnet", "--replicas", "4", "--clients", "1"])
+            .args(["--metrics-base-port", &metrics_base_port.to_string()])
             .args(["--base-port", &base.to_string(), "--out"])
             .arg(dir.path())
             .output()
@@ -221,6 +227,76 @@ async fn four_nodes_serve_and_survive_a_killed_backup() {
     assert_eq!(cluster.terminate_all(), vec![0, 0, 0], "{}", cluster.logs());
 }
 
+/// PBFT 4.4 on real processes: kill -9 the primary of view 0, the backups
+/// change to view 1 and serve on; restart the old primary, it catches up;
+/// then kill the primary of view 1: view 2 needs the restarted replica in
+/// every quorum, so it must have caught up and joined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_primary_is_replaced_and_a_restarted_one_rejoins() {
+    let mut cluster = Cluster::start();
+    let c = client(
+        cluster.config.clone(),
+        ClientId(1),
+        cluster.client_key(),
+        60_000,
+    )
+    .await;
+    assert!(
+        c.wait_connected(4, Duration::from_secs(30)).await,
+        "{}",
+        cluster.logs()
+    );
+    let mut written = 0;
+    let mut put_more = |count: usize| {
+        let range = written..written + count;
+        written += count;
+        range
+    };
+    for i in put_more(10) {
+        assert_eq!(
+            put(&c, &format!("k{i}"), &format!("v{i}")).await.unwrap(),
+            b"ok"
+        );
+    }
+    cluster.kill(0);
+    for i in put_more(10) {
+        assert_eq!(
+            put(&c, &format!("k{i}"), &format!("v{i}")).await.unwrap(),
+            b"ok",
+            "{}",
+            cluster.logs()
+        );
+    }
+    let logs = cluster.logs();
+    assert!(logs.contains("entered the new view"), "{logs}");
+    cluster.nodes[0] = Some(cluster.spawn(0));
+    for i in put_more(10) {
+        assert_eq!(
+            put(&c, &format!("k{i}"), &format!("v{i}")).await.unwrap(),
+            b"ok"
+        );
+    }
+    // Give the restarted replica time to fetch what it missed and to learn
+    // the new view, then take away the primary of view 1.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.kill(1);
+    for i in put_more(10) {
+        assert_eq!(
+            put(&c, &format!("k{i}"), &format!("v{i}")).await.unwrap(),
+            b"ok",
+            "{}",
+            cluster.logs()
+        );
+    }
+    for i in 0..written {
+        let mut expected = vec![1u8];
+        expected.extend_from_slice(format!("v{i}").as_bytes());
+        assert_eq!(get(&c, &format!("k{i}")).await, expected, "k{i}");
+    }
+    c.shutdown().await;
+    assert_eq!(cluster.terminate_all(), vec![0, 0, 0], "{}", cluster.logs());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_client_is_refused_and_the_cluster_keeps_serving() {
     let cluster = Cluster::start();
@@ -254,6 +330,173 @@ async fn an_unknown_client_is_refused_and_the_cluster_keeps_serving() {
         "{}",
         cluster.logs()
     );
+    c.shutdown().await;
+}
+
+/// Four consecutive free TCP ports on loopback, for metrics endpoints.
+fn free_tcp_base_port() -> u16 {
+    for _ in 0..200 {
+        let Ok(first) = TcpListener::bind("127.0.0.1:0") else {
+            continue;
+        };
+        let base = first.local_addr().unwrap().port();
+        drop(first);
+        if base < 60_000 && (0..4).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no free TCP ports");
+}
+
+/// `GET /metrics` from a node, as text (empty when it does not answer).
+fn scrape(port: u16) -> String {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ =
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text
+}
+
+/// The sum over the four replicas of the counter samples whose line starts
+/// with `prefix` (a metric name with an optional label set).
+fn counter_sum(base: u16, prefix: &str) -> f64 {
+    (0..4)
+        .map(|i| {
+            scrape(base + i)
+                .lines()
+                .filter(|l| l.starts_with(prefix))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+        })
+        .sum()
+}
+
+/// Bad input from a configured client (BRIEF invariant 5): a request whose
+/// signature is not its client's, a replica-only message from a client, and
+/// a correctly signed request whose operation does not decode. The first two
+/// are dropped and counted in `pbft_messages_rejected_total`; the third is
+/// ordered and answered with the application's error result. The cluster
+/// keeps serving throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_are_rejected_with_a_metric_and_the_cluster_keeps_serving() {
+    let metrics = free_tcp_base_port();
+    let cluster = Cluster::start_full(metrics, |_| {});
+    let c = client(
+        cluster.config.clone(),
+        ClientId(1),
+        cluster.client_key(),
+        30_000,
+    )
+    .await;
+    assert!(
+        c.wait_connected(4, Duration::from_secs(30)).await,
+        "{}",
+        cluster.logs()
+    );
+    assert_eq!(put(&c, "before", "1").await.unwrap(), b"ok");
+
+    // A second connection with the client's own TLS identity (so the
+    // replicas accept it) that signs requests with a key that is not the
+    // client's, and sends a PREPARE as if it were a replica.
+    let identity = TlsIdentity::generate(&cluster.client_key(), "bad-client").unwrap();
+    let mut ec = ClientEndpointConfig::new(cluster.config.clone(), ClientId(1), identity);
+    ec.bind = "127.0.0.1:0".parse().unwrap();
+    let (endpoint, _receiver) = ClientEndpoint::start(ec).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while endpoint.connected_peers().len() < 4 {
+        assert!(std::time::Instant::now() < deadline, "{}", cluster.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let forger = Signer::new(
+        SecretKey::generate(),
+        cluster.config.cluster_id,
+        ClientId(1),
+    );
+    let forged = forger
+        .sign(Request {
+            request_no: RequestNo(u64::MAX / 2),
+            read_only: false,
+            op: KvOp::Put {
+                key: "forged".into(),
+                value: "x".into(),
+            }
+            .encode(),
+        })
+        .unwrap();
+    let replica_signer = Signer::new(
+        SecretKey::generate(),
+        cluster.config.cluster_id,
+        ReplicaId(0),
+    );
+    let prepare = Message::Prepare(
+        replica_signer
+            .sign(Prepare {
+                view: View(0),
+                seq: SeqNo(1),
+                digest: Digest([7; 32]),
+            })
+            .unwrap(),
+    );
+    for _ in 0..5 {
+        assert_eq!(
+            endpoint
+                .broadcast(Lane::Consensus, Message::Request(forged.clone()))
+                .unwrap(),
+            4
+        );
+        assert_eq!(
+            endpoint
+                .broadcast(Lane::Consensus, prepare.clone())
+                .unwrap(),
+            4
+        );
+    }
+
+    // A correctly signed request whose operation is garbage: executed as an
+    // error result, the same at every replica.
+    assert_eq!(
+        c.submit(vec![0xff, 0x00, 0x13, 0x37]).await.unwrap(),
+        MALFORMED_OP_RESULT
+    );
+    assert_eq!(put(&c, "after", "2").await.unwrap(), b"ok");
+
+    // The rejections were counted.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let signatures = counter_sum(
+            metrics,
+            "pbft_messages_rejected_total{reason=\"bad_request_signature\"}",
+        ) + counter_sum(
+            metrics,
+            "pbft_messages_rejected_total{reason=\"bad_signature\"}",
+        );
+        let non_requests = counter_sum(
+            metrics,
+            "pbft_messages_rejected_total{reason=\"client_sent_non_request\"}",
+        );
+        if signatures >= 1.0 && non_requests >= 4.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bad signatures counted {signatures}, non-requests {non_requests}\n{}\n{}",
+            scrape(metrics),
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The forged put never executed.
+    assert_eq!(get(&c, "forged").await, vec![0u8]);
+    assert_eq!(get(&c, "after").await, {
+        let mut v = vec![1u8];
+        v.extend_from_slice(b"2");
+        v
+    });
+    endpoint.shutdown().await;
     c.shutdown().await;
 }
 

@@ -14,14 +14,17 @@ use serde::{Deserialize, Serialize};
 pub trait Application {
     /// Executes one operation of `client` and returns its result.
     fn execute(&mut self, client: ClientId, op: &[u8]) -> Vec<u8>;
-    /// The whole state, encoded.
+    /// The whole state, encoded canonically: equal states must give equal
+    /// bytes, since checkpoints digest the snapshot (PBFT 4.3).
     fn snapshot(&self) -> Vec<u8>;
     /// Replaces the state with a snapshot taken by [`Application::snapshot`].
     ///
     /// # Errors
     /// [`AppError`] when the bytes are not a snapshot of this application.
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), AppError>;
-    /// A digest of the state; equal states have equal digests.
+    /// A digest of the state; equal states have equal digests. (For the
+    /// host's use, e.g. comparing replicas; checkpoints digest
+    /// [`Application::snapshot`] with the reply table.)
     fn state_digest(&self) -> Digest;
 }
 
@@ -49,22 +52,15 @@ pub struct Snapshot {
     pub replies: BTreeMap<ClientId, CachedReply>,
 }
 
-const CHECKPOINT_CONTEXT: &str = "pbft-core 2026-11 checkpoint state digest v1";
-
-/// The digest of a checkpoint's state: the application's digest and the
-/// reply table, under a domain context.
+/// The digest of a checkpoint's state: the Merkle root of the snapshot's
+/// canonical encoding in chunks ([`crate::chunks::snapshot_root`]), so
+/// that a replica fetching it checks every chunk (TOCS 6.2).
 ///
 /// # Errors
-/// A message if the reply table cannot be encoded (a broken invariant).
-pub fn checkpoint_digest(
-    app_digest: Digest,
-    replies: &BTreeMap<ClientId, CachedReply>,
-) -> Result<Digest, String> {
-    let table = to_canonical_bytes(replies).map_err(|e| e.to_string())?;
-    let mut bytes = Vec::with_capacity(32 + table.len());
-    bytes.extend_from_slice(app_digest.as_bytes());
-    bytes.extend_from_slice(&table);
-    Ok(pbft_crypto::hash(CHECKPOINT_CONTEXT, &bytes))
+/// A message if the snapshot cannot be encoded (a broken invariant).
+pub fn checkpoint_digest(snapshot: &Snapshot) -> Result<Digest, String> {
+    let bytes = to_canonical_bytes(snapshot).map_err(|e| e.to_string())?;
+    Ok(crate::chunks::snapshot_root(&bytes))
 }
 
 /// An operation of [`KvApp`].

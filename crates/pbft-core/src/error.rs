@@ -137,6 +137,17 @@ pub enum Rejection {
     /// A fetched batch proof that does not prove what it claims.
     #[error("invalid proof: {0}")]
     InvalidProof(&'static str),
+    /// A normal-case message while this replica changes to `view`
+    /// (PBFT 4.4: it accepts only checkpoint, view-change and new-view
+    /// messages until the NEW-VIEW).
+    #[error("changing to view {view}: normal-case messages are not accepted")]
+    ViewChangeInProgress {
+        /// The view being changed to.
+        view: View,
+    },
+    /// A VIEW-CHANGE or NEW-VIEW that does not verify (PBFT 4.4).
+    #[error("invalid view change: {0}")]
+    InvalidViewChange(&'static str),
     /// A persist acknowledgement for an unknown id.
     #[error("unknown persist id {0}")]
     UnknownPersist(u64),
@@ -173,6 +184,8 @@ impl Rejection {
             Self::Unsupported(_) => "unsupported",
             Self::NotAvailable(_) => "not_available",
             Self::InvalidProof(_) => "invalid_proof",
+            Self::ViewChangeInProgress { .. } => "view_change_in_progress",
+            Self::InvalidViewChange(_) => "invalid_view_change",
             Self::UnknownPersist(_) => "unknown_persist",
             Self::Internal(_) => "internal",
         }

@@ -1,8 +1,9 @@
 //! What goes into a replica ([`Input`]) and what comes out ([`Output`]).
 
 use pbft_types::{
-    Batch, Checkpoint, ClientId, ClientRequest, Commit, Digest, Message, PrePrepare, Prepare,
-    QuorumCert, ReplicaId, Reply, RequestNo, SeqNo, Signed, View,
+    Batch, Checkpoint, ClientId, ClientRequest, Commit, Digest, Message, NewView, PrePrepare,
+    Prepare, PreparedCert, QuorumCert, ReplicaId, Reply, RequestNo, SeqNo, Signed, View,
+    ViewChange,
 };
 use serde::{Deserialize, Serialize};
 
@@ -37,10 +38,10 @@ pub enum Timer {
     /// Retransmission of this replica's own messages and of a fetch for the
     /// next batch to execute, when no progress was made since the last tick.
     Retransmit,
-    /// PBFT 4.4: a backup waiting for a request to execute. In this crate the
-    /// timer is only started and stopped; acting on it (view change) is
-    /// issue 4. When it fires the replica only reports it
-    /// ([`Output::ViewChangeSuspected`]).
+    /// PBFT 4.4 and 4.5: a backup waiting for a request to execute, or a
+    /// replica waiting for the NEW-VIEW of the view it changes to. When it
+    /// fires the replica moves to the next view ([`Output::ViewChangeStarted`]);
+    /// successive view changes double the timeout.
     ViewChange,
 }
 
@@ -96,6 +97,17 @@ pub enum PersistRecord {
     /// A stable checkpoint with its proof; everything at or below its
     /// sequence number may be deleted.
     StableCheckpoint(QuorumCert<Checkpoint>),
+    /// A prepared certificate (PBFT 4.4, an entry of the set `P`), made
+    /// durable with the commit it justifies so that a restarted replica's
+    /// VIEW-CHANGE still carries it.
+    PreparedCert(PreparedCert),
+    /// This replica's VIEW-CHANGE (PBFT 4.4): it has left its view and
+    /// accepts no normal-case message until the NEW-VIEW. Kept until a later
+    /// view is entered.
+    ViewChange(Signed<ViewChange>),
+    /// The NEW-VIEW that installed the current view (sent as primary or
+    /// accepted as backup): a restarted replica re-installs its pre-prepares.
+    NewView(Signed<NewView>),
 }
 
 /// An input to [`crate::Replica::step`].
@@ -187,10 +199,20 @@ pub enum Output {
         /// The certified state digest.
         state_digest: Digest,
     },
-    /// The view-change timer fired (acting on it is issue 4).
-    ViewChangeSuspected {
-        /// The current view.
+    /// This replica left its view and sent (once durable) a VIEW-CHANGE for
+    /// `view` (PBFT 4.4): its timer fired, `f + 1` others asked for a higher
+    /// view, or a NEW-VIEW was invalid.
+    ViewChangeStarted {
+        /// The view it moves to.
         view: View,
+    },
+    /// A NEW-VIEW was installed: the replica is in `view` and accepts its
+    /// normal-case messages (PBFT 4.4).
+    ViewChanged {
+        /// The view entered.
+        view: View,
+        /// Its primary.
+        primary: ReplicaId,
     },
     /// An input was refused; count it.
     Rejected {

@@ -1,6 +1,8 @@
-//! The PBFT protocol (Castro and Liskov, OSDI 1999) as a pure state machine:
-//! the normal case (PBFT 4.2), checkpoints and garbage collection (4.3),
-//! with a deterministic simulator ([`sim`]).
+//! The PBFT protocol (Castro and Liskov, OSDI 1999; TOCS 2002) as a pure
+//! state machine: the normal case (PBFT 4.2), checkpoints and garbage
+//! collection (4.3), view change (4.4, 4.5) and state transfer in verifiable
+//! chunks (TOCS 6.2, [`chunks`]), with a deterministic simulator ([`sim`])
+//! and programmable Byzantine replicas ([`byzantine`]).
 //!
 //! # Shape
 //!
@@ -14,7 +16,8 @@
 //!   acknowledgement that a persist is durable.
 //! - [`Output`]: send, broadcast, reply to a client, persist records, set or
 //!   cancel a timer, and events (`Executed`, `CheckpointStable`,
-//!   `Rejected` with a typed [`Rejection`] the host counts).
+//!   `ViewChangeStarted`, `ViewChanged`, `Rejected` with a typed
+//!   [`Rejection`] the host counts).
 //!
 //! The replica owns the [`Application`] and calls it when a batch commits,
 //! strictly in sequence order; [`Output::Executed`] only reports it.
@@ -22,10 +25,11 @@
 //! # Persist before send
 //!
 //! A message that promises something (pre-prepare, prepare, commit,
-//! checkpoint) is emitted only after the host acknowledged, with
+//! checkpoint, view change, new view) is emitted only after the host acknowledged, with
 //! [`Input::PersistDone`], the [`Output::Persist`] holding the record it
 //! depends on ([`PersistRecord`]: the pre-prepare with its batch, the
-//! prepare, the commit, the checkpoint with its snapshot). A replica's own
+//! prepare, the commit with the prepared certificate that justifies it, the
+//! checkpoint with its snapshot, the view change, the new view). A replica's own
 //! prepare, commit and checkpoint also count in its own quorums only once
 //! durable. The simulator checks this for every message.
 //!
@@ -37,7 +41,9 @@
 //! against its certificate, committed batches above it are executed again,
 //! and the replica's own votes go back into the log, so that it never
 //! pre-prepares, prepares or commits a second digest at a (view, seq)
-//! where it already did. The simulator crashes and restarts replicas from
+//! where it already did; a replica that was changing views resumes waiting
+//! for the NEW-VIEW (and re-sends its VIEW-CHANGE), one that entered a view
+//! re-installs that view's re-proposals from the NEW-VIEW. The simulator crashes and restarts replicas from
 //! their acknowledged records ([`sim::SimConfig::restarts`]).
 //!
 //! # Request authentication
@@ -57,7 +63,8 @@
 //! Exactly once: each replica keeps, per client, the last request number
 //! executed and its reply; a retransmission gets the cached reply, a batch
 //! entry at or below that number is skipped. The table is part of the
-//! checkpointed state and of its digest ([`app::checkpoint_digest`]).
+//! checkpointed state ([`app::Snapshot`]), whose digest is the Merkle root
+//! of its encoding ([`chunks::snapshot_root`]).
 //!
 //! # Bounds
 //!
@@ -77,17 +84,39 @@
 //! signed commits. A replica whose fetch falls below a peer's stable
 //! checkpoint gets the checkpoint proof instead: if it already executed that
 //! far it adopts the proof (and collects garbage); otherwise it fetches the
-//! snapshot (one chunk, `Fetch::SnapshotChunk { chunk: 0 }`), restores it,
-//! and installs it only if its digest matches the certified one. A replica
-//! that receives a checkpoint below its own stable one answers with its
-//! proof.
+//! snapshot (state transfer, below). A replica that receives a checkpoint
+//! below its own stable one answers with its proof.
 //!
-//! View change (PBFT 4.4) is not implemented here (issue 4): a backup starts
-//! and stops the view-change timer and reports
-//! [`Output::ViewChangeSuspected`] when it fires;
-//! [`Replica::prepared_certificate`] gives the entries of the `P` set
-//! (the verified pre-prepare and `2f` verified prepares are kept per slot).
-//! Multi-chunk snapshots with Merkle proofs are also left to issue 4.
+//! # View change (PBFT 4.4, 4.5)
+//!
+//! A backup runs the view-change timer while it holds a request it has not
+//! executed. When it fires, or when `f + 1` replicas sent valid
+//! VIEW-CHANGEs for higher views (then it joins the smallest such view), or
+//! when a NEW-VIEW signed by the new primary does not verify, the replica
+//! leaves its view: it accepts no normal-case message, and persists then
+//! multicasts a signed VIEW-CHANGE with its stable checkpoint proof and its
+//! prepared certificates above it (kept per sequence number, the highest
+//! view, durable with the commit they justify). The new primary gathers
+//! `2f + 1` valid ones (its own included), computes the re-proposals (the
+//! highest-view prepared digest for each sequence number above the highest
+//! proven checkpoint, null requests for the gaps), and persists then
+//! multicasts NEW-VIEW. Backups verify every VIEW-CHANGE in it, recompute
+//! the re-proposals, and prepare them; batches they lack are fetched by
+//! digest (`Fetch::PreparedBatch`). Successive view changes double the
+//! timeout (up to `view_change_backoff_max`) until a request executes, so
+//! that a slow but correct primary eventually keeps its view. A replica that
+//! sees messages of a later view asks their sender for its NEW-VIEW.
+//!
+//! # State transfer (TOCS 6.2)
+//!
+//! A replica behind a stable checkpoint, or whose state at a checkpoint
+//! differs from the one `2f + 1` replicas certify, fetches that
+//! checkpoint's snapshot in chunks of [`chunks::SNAPSHOT_CHUNK_BYTES`],
+//! each checked on arrival against the certified Merkle root; a peer that
+//! serves a bad chunk is marked and another one asked. Memory is bounded by
+//! `snapshot_bytes_max`. The committed batches after it are then fetched
+//! with their commit certificates. None of it depends on the view, so it
+//! also runs during a view change.
 //!
 //! # Example
 //!
@@ -114,6 +143,8 @@
 //! ```
 
 pub mod app;
+pub mod byzantine;
+pub mod chunks;
 mod error;
 mod io;
 mod params;

@@ -42,10 +42,18 @@ pub struct Params {
     pub parked_pre_prepares_max: usize,
     /// Period of the retransmission timer.
     pub retransmit_interval_us: u64,
-    /// The view-change timer (PBFT 4.4), only started and stopped here.
+    /// The view-change timer (PBFT 4.4): how long a backup waits for a
+    /// request to execute, and (PBFT 4.5) for a NEW-VIEW, before it moves
+    /// to the next view.
     pub view_change_timeout_us: u64,
+    /// Successive view changes double the timeout, at most this many times
+    /// (PBFT 4.5): the longest wait is `view_change_timeout_us << max`.
+    pub view_change_backoff_max: u32,
     /// How requests are authenticated.
     pub request_auth: RequestAuth,
+    /// The largest snapshot this replica accepts in a state transfer (its
+    /// memory bound while fetching one).
+    pub snapshot_bytes_max: usize,
 }
 
 impl Default for Params {
@@ -63,7 +71,9 @@ impl Default for Params {
             parked_pre_prepares_max: 64,
             retransmit_interval_us: 200_000,
             view_change_timeout_us: 2_000_000,
+            view_change_backoff_max: 6,
             request_auth: RequestAuth::ClientSignatures,
+            snapshot_bytes_max: 1 << 30,
         }
     }
 }
@@ -119,6 +129,8 @@ impl Params {
                 self.client_pending_requests_max as u64,
             ),
             ("retransmit_interval_us", self.retransmit_interval_us),
+            ("view_change_timeout_us", self.view_change_timeout_us),
+            ("snapshot_bytes_max", self.snapshot_bytes_max as u64),
         ];
         for (name, value) in positive {
             if value == 0 {

@@ -3,18 +3,22 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use pbft_crypto::{batch_digest, Keyring, Signable, Signer, Verified};
+use pbft_crypto::{Keyring, Signable, Signer, Verified};
 use pbft_types::{
     Batch, Checkpoint, ClientId, ClientRequest, ClusterConfig, Commit, Digest, Fetch,
-    FetchResponse, Message, PrePrepare, Prepare, PreparedCert, QuorumCert, ReplicaId, Reply,
-    RequestNo, SeqNo, Signed, View,
+    FetchResponse, Message, NewView, PrePrepare, Prepare, PreparedCert, QuorumCert, ReplicaId,
+    Reply, RequestNo, SeqNo, Signed, View, ViewChange,
 };
 
-use crate::app::{checkpoint_digest, Application, CachedReply, Snapshot};
+use crate::app::{Application, CachedReply, Snapshot};
+use crate::chunks::{snapshot_root, SnapshotTree};
 use crate::io::{Input, Output, Peer, PersistId, PersistRecord, Time, Timer};
 use crate::params::{Params, ParamsError, RequestAuth};
 use crate::restore::{CommittedBatch, DurableState, RestoreError, StableState};
 use crate::Rejection;
+
+mod transfer;
+mod view_change;
 
 /// Counters of the work a replica did, for metrics and for the benchmark
 /// (which subtracts the cost of cryptography from the core's time).
@@ -36,6 +40,17 @@ pub struct Stats {
     pub batches_executed: u64,
     /// Inputs rejected.
     pub rejections: u64,
+}
+
+/// The digest a pre-prepare carries for `batch`: [`Digest::ZERO`] for the
+/// empty batch of a null request (PBFT 4.4), which no normal-case
+/// pre-prepare may carry, else the batch's blake3 digest.
+fn batch_digest(batch: &Batch) -> Result<Digest, pbft_crypto::CryptoError> {
+    if batch.requests.is_empty() {
+        Ok(Digest::ZERO)
+    } else {
+        pbft_crypto::batch_digest(batch)
+    }
 }
 
 /// One sequence number of the log, between the watermarks.
@@ -69,6 +84,8 @@ enum AfterPersist {
     Prepare(Verified<Prepare>),
     Commit(Verified<Commit>),
     Checkpoint(Verified<Checkpoint>),
+    ViewChange(Verified<ViewChange>),
+    BroadcastNewView(Signed<NewView>),
 }
 
 /// A pre-prepare waiting for requests this backup does not hold yet
@@ -205,8 +222,28 @@ pub struct Replica<A> {
     /// Snapshots of this replica's own checkpoints above `low`, and the one
     /// at `low` (served to replicas that fell behind).
     snapshots: BTreeMap<SeqNo, Vec<u8>>,
-    /// A verified stable checkpoint above our state whose snapshot we fetch.
-    transfer_target: Option<QuorumCert<Checkpoint>>,
+    /// The snapshot being fetched (state transfer), if any.
+    transfer: Option<transfer::Transfer>,
+    /// The Merkle tree of the snapshot last served, by its sequence number.
+    snapshot_tree: Option<(SeqNo, SnapshotTree)>,
+    /// False from this replica's VIEW-CHANGE until the NEW-VIEW of `view`
+    /// is installed: no normal-case message is accepted (PBFT 4.4).
+    view_active: bool,
+    /// The latest verified VIEW-CHANGE of each replica (at most `n`).
+    view_changes: BTreeMap<ReplicaId, Verified<ViewChange>>,
+    /// The NEW-VIEW that installed the current view (re-sent to laggards).
+    new_view_msg: Option<Signed<NewView>>,
+    /// The highest view this replica asked a peer's NEW-VIEW for.
+    new_view_asked: View,
+    /// PBFT 4.4 `P`: the prepared certificate of the highest view for each
+    /// sequence number above `low` (bounded by the window).
+    prepared_certs: BTreeMap<SeqNo, PreparedCert>,
+    /// Batches of abandoned slots by digest, for re-proposals in a new view
+    /// (at most `log_window_seqs`, none at or below `low`).
+    known_batches: BTreeMap<Digest, (SeqNo, Batch)>,
+    /// View changes since a request last executed: the timeout doubles
+    /// with each (PBFT 4.5).
+    view_change_backoff: u32,
     stats: Stats,
 }
 
@@ -260,7 +297,15 @@ impl<A: Application> Replica<A> {
             progress_mark: (SeqNo(0), SeqNo(0)),
             highest_seen: SeqNo(0),
             snapshots: BTreeMap::new(),
-            transfer_target: None,
+            transfer: None,
+            snapshot_tree: None,
+            view_active: true,
+            view_changes: BTreeMap::new(),
+            new_view_msg: None,
+            new_view_asked: View(0),
+            prepared_certs: BTreeMap::new(),
+            known_batches: BTreeMap::new(),
+            view_change_backoff: 0,
             stats: Stats::default(),
         })
     }
@@ -271,7 +316,7 @@ impl<A: Application> Replica<A> {
     ///
     /// - The application and the client reply table come from the stable
     ///   snapshot, whose digest must be the one its certificate names
-    ///   ([`checkpoint_digest`]); the low watermark and the last executed
+    ///   ([`crate::app::checkpoint_digest`]); the low watermark and the last executed
     ///   sequence number are set there (PBFT 4.3).
     /// - Committed batches above it (with verified commit certificates) are
     ///   executed again in sequence order while they chain.
@@ -314,8 +359,32 @@ impl<A: Application> Replica<A> {
             r.checkpoints.entry(seq).or_default().insert(id, c);
             r.snapshots.insert(seq, snapshot);
         }
+        // Prepared certificates (PBFT 4.4, P): the highest view per seq.
+        for ((_, seq), cert) in state.prepared.into_iter().filter(|((_, s), _)| *s > low) {
+            r.verify_prepared_cert(cert.clone(), view.next())
+                .map_err(|_| RestoreError::BadOwnRecord {
+                    kind: "prepared certificate",
+                    seq,
+                })?;
+            let higher = r
+                .prepared_certs
+                .get(&seq)
+                .is_none_or(|c| c.pre_prepare.value.view < cert.pre_prepare.value.view);
+            if higher {
+                r.prepared_certs.insert(seq, cert);
+            }
+        }
+        // Batches of earlier views' pre-prepares, for re-proposals.
+        for ((v, seq), (pp, batch)) in &state.pre_prepares {
+            if *v < view && *seq > low {
+                r.known_batches
+                    .insert(pp.value.digest, (*seq, batch.clone()));
+            }
+        }
+        r.bound_known_batches();
+        r.restore_view_state(state.view_change, state.new_view)?;
         // Only the current view's votes go into the log; earlier views'
-        // votes matter for the view change (issue 4).
+        // votes are in the prepared certificates.
         let current = |key: &(View, SeqNo)| key.0 == view && key.1 > low;
         let mut highest_own = low;
         for ((_, seq), (pre_prepare, batch)) in
@@ -381,7 +450,7 @@ impl<A: Application> Replica<A> {
         }
         // PBFT 4.2: the primary never assigns a sequence number of its view
         // twice; it continues after its highest durable pre-prepare.
-        r.next_seq = highest_own.next();
+        r.next_seq = r.next_seq.max(highest_own.next());
         r.highest_seen = r.log.keys().next_back().copied().unwrap_or(low);
         r.execute_ready();
         if r.next_seq <= r.last_executed {
@@ -403,15 +472,14 @@ impl<A: Application> Replica<A> {
             .map_err(|_| RestoreError::InvalidStableCertificate(seq))?
             .into_cert();
         let bad = |reason: String| RestoreError::BadSnapshot { seq, reason };
+        if snapshot_root(&snapshot) != cert.value.state_digest {
+            return Err(RestoreError::SnapshotDigestMismatch(seq));
+        }
         let decoded = pbft_types::from_canonical_bytes::<Snapshot>(&snapshot, usize::MAX)
             .map_err(|e| bad(e.to_string()))?;
         self.app
             .restore(&decoded.app)
             .map_err(|e| bad(format!("{e:?}")))?;
-        let digest = checkpoint_digest(self.app.state_digest(), &decoded.replies).map_err(bad)?;
-        if digest != cert.value.state_digest {
-            return Err(RestoreError::SnapshotDigestMismatch(seq));
-        }
         self.replies = decoded.replies;
         self.low = seq;
         self.last_executed = seq;
@@ -446,6 +514,12 @@ impl<A: Application> Replica<A> {
     #[must_use]
     pub fn view(&self) -> View {
         self.view
+    }
+    /// Whether this replica is in its view (false while it changes views,
+    /// from its VIEW-CHANGE to the NEW-VIEW; PBFT 4.4).
+    #[must_use]
+    pub fn is_view_active(&self) -> bool {
+        self.view_active
     }
     /// Whether this replica is the primary of its view.
     #[must_use]
@@ -650,6 +724,7 @@ impl<A: Application> Replica<A> {
     fn can_propose(&self) -> bool {
         let in_flight = self.next_seq.0.saturating_sub(self.last_executed.0 + 1);
         self.is_primary()
+            && self.view_active
             && self.next_seq <= self.high_watermark()
             && in_flight < self.params.pipeline_batches_max
     }
@@ -757,6 +832,8 @@ impl<A: Application> Replica<A> {
             Message::Checkpoint(c) => self.on_checkpoint(from, c),
             Message::Fetch(f) => self.on_fetch(from, f),
             Message::FetchResponse(r) => self.on_fetch_response(from, r),
+            Message::ViewChange(vc) => self.on_view_change(from, vc),
+            Message::NewView(nv) => self.on_new_view(from, nv),
             other => self.reject(peer, Rejection::Unsupported(other.kind_name())),
         }
     }
@@ -771,10 +848,16 @@ impl<A: Application> Replica<A> {
         message: &Message,
     ) -> Result<bool, Rejection> {
         if view != self.view {
+            if view > self.view {
+                self.ask_new_view(from, view);
+            }
             return Err(Rejection::WrongView {
                 expected: self.view,
                 got: view,
             });
+        }
+        if !self.view_active {
+            return Err(Rejection::ViewChangeInProgress { view });
         }
         self.admit_seq(from, seq, message)
     }
@@ -819,6 +902,9 @@ impl<A: Application> Replica<A> {
     fn on_pre_prepare(&mut self, from: ReplicaId, signed: Signed<PrePrepare>, batch: Batch) {
         let peer = Peer::Replica(from);
         if let Err(reason) = self.check_pre_prepare(from, &signed, &batch) {
+            if signed.value.view > self.view && signed.signer == from {
+                self.ask_new_view(from, signed.value.view);
+            }
             return self.reject(peer, reason);
         }
         let (view, seq) = (signed.value.view, signed.value.seq);
@@ -931,6 +1017,9 @@ impl<A: Application> Replica<A> {
                 expected: self.view,
                 got: signed.value.view,
             });
+        }
+        if !self.view_active {
+            return Err(Rejection::ViewChangeInProgress { view: self.view });
         }
         let primary = self.config.primary(signed.value.view);
         if from != primary || from == self.id {
@@ -1136,14 +1225,14 @@ impl<A: Application> Replica<A> {
         })
     }
 
-    /// PBFT 4.2 `prepared(m, v, n, i)`: the pre-prepare, its batch, and `2f`
-    /// matching prepares from distinct backups.
+    /// PBFT 4.2 `prepared(m, v, n, i)`: the pre-prepare and `2f` matching
+    /// prepares from distinct backups. In the normal case the batch came
+    /// with the pre-prepare; a re-proposal of a NEW-VIEW may prepare by
+    /// digest while its batch is fetched (execution waits for it).
     fn is_prepared(&self, slot: &Slot) -> bool {
-        match (&slot.pre_prepare, &slot.batch) {
-            (Some(pp), Some(_)) => {
-                self.matching_prepares(slot, pp.value()).count() >= self.prepare_quorum()
-            }
-            _ => false,
+        match &slot.pre_prepare {
+            Some(pp) => self.matching_prepares(slot, pp.value()).count() >= self.prepare_quorum(),
+            None => false,
         }
     }
 
@@ -1188,8 +1277,14 @@ impl<A: Application> Replica<A> {
             if let Some(slot) = self.log.get_mut(&seq) {
                 slot.commit_signed = true;
             }
-            let record = PersistRecord::Commit(commit.signed().clone());
-            self.persist(vec![record], vec![AfterPersist::Commit(commit)]);
+            let mut records = vec![PersistRecord::Commit(commit.signed().clone())];
+            // PBFT 4.4: the prepared certificate joins the set P, durable
+            // with the commit it justifies.
+            if let Some(cert) = self.prepared_certificate(seq) {
+                records.push(PersistRecord::PreparedCert(cert.clone()));
+                self.prepared_certs.insert(seq, cert);
+            }
+            self.persist(records, vec![AfterPersist::Commit(commit)]);
             return;
         }
         if self.is_committed_local(slot) {
@@ -1222,6 +1317,9 @@ impl<A: Application> Replica<A> {
                 }
                 AfterPersist::Prepare(p) => {
                     let seq = p.value().seq;
+                    if p.value().view != self.view || !self.view_active {
+                        continue;
+                    }
                     self.outputs
                         .push(Output::Broadcast(Message::Prepare(p.signed().clone())));
                     if seq > self.low {
@@ -1236,6 +1334,9 @@ impl<A: Application> Replica<A> {
                 }
                 AfterPersist::Commit(c) => {
                     let seq = c.value().seq;
+                    if c.value().view != self.view || !self.view_active {
+                        continue;
+                    }
                     self.outputs
                         .push(Output::Broadcast(Message::Commit(c.signed().clone())));
                     if seq > self.low {
@@ -1246,6 +1347,17 @@ impl<A: Application> Replica<A> {
                             .entry(self.id)
                             .or_insert(c);
                         self.advance(seq);
+                    }
+                }
+                AfterPersist::ViewChange(vc) => {
+                    if vc.value().new_view == self.view && !self.view_active {
+                        self.outputs
+                            .push(Output::Broadcast(Message::ViewChange(vc.signed().clone())));
+                    }
+                }
+                AfterPersist::BroadcastNewView(nv) => {
+                    if nv.value.view == self.view {
+                        self.outputs.push(Output::Broadcast(Message::NewView(nv)));
                     }
                 }
                 AfterPersist::Checkpoint(c) => {
@@ -1329,6 +1441,10 @@ impl<A: Application> Replica<A> {
             if let Some(slot) = self.log.get_mut(&seq) {
                 slot.batch = Some(batch);
             }
+            if !ran.is_empty() && self.view_active {
+                // PBFT 4.5: a request executed in this view.
+                self.view_change_backoff = 0;
+            }
             self.stats.requests_executed += ran.len() as u64;
             self.stats.batches_executed += 1;
             self.last_executed = seq;
@@ -1349,15 +1465,6 @@ impl<A: Application> Replica<A> {
     /// PBFT 4.3: after executing a multiple of K, digest the state (with the
     /// reply table), persist the snapshot, then multicast the checkpoint.
     fn take_checkpoint(&mut self, seq: SeqNo) {
-        let state_digest = match checkpoint_digest(self.app.state_digest(), &self.replies) {
-            Ok(d) => d,
-            Err(e) => return self.reject(Peer::Host, Rejection::Internal(e)),
-        };
-        let own = self.checkpoints.get(&seq).and_then(|v| v.get(&self.id));
-        if own.is_some_and(|c| c.value().state_digest == state_digest) {
-            // Restored: this checkpoint is durable already.
-            return self.check_stable(seq);
-        }
         let snapshot = Snapshot {
             app: self.app.snapshot(),
             replies: self.replies.clone(),
@@ -1366,6 +1473,14 @@ impl<A: Application> Replica<A> {
             Ok(s) => s,
             Err(e) => return self.reject(Peer::Host, Rejection::Internal(e.to_string())),
         };
+        // The state digest is the Merkle root over the snapshot's chunks, so
+        // that a replica fetching it checks each chunk (PROTOCOL 25).
+        let state_digest = snapshot_root(&snapshot);
+        let own = self.checkpoints.get(&seq).and_then(|v| v.get(&self.id));
+        if own.is_some_and(|c| c.value().state_digest == state_digest) {
+            // Restored: this checkpoint is durable already.
+            return self.check_stable(seq);
+        }
         let checkpoint = match self.signer.sign_verified(Checkpoint { seq, state_digest }) {
             Ok(c) => c,
             Err(e) => return self.reject(Peer::Host, Rejection::Internal(e.to_string())),
@@ -1441,19 +1556,33 @@ impl<A: Application> Replica<A> {
         let Some(own) = votes.get(&self.id) else {
             return;
         };
-        let digest = own.value().state_digest;
-        let matching: Vec<Verified<Checkpoint>> = votes
-            .values()
-            .filter(|v| v.value().state_digest == digest)
-            .cloned()
-            .collect();
-        if matching.len() < self.quorum() {
-            return;
+        let own_digest = own.value().state_digest;
+        let mut by_digest: BTreeMap<Digest, Vec<Verified<Checkpoint>>> = BTreeMap::new();
+        for v in votes.values() {
+            by_digest
+                .entry(v.value().state_digest)
+                .or_default()
+                .push(v.clone());
         }
+        let Some((digest, matching)) = by_digest
+            .into_iter()
+            .find(|(_, v)| v.len() >= self.quorum())
+        else {
+            return;
+        };
+        let holders: Vec<ReplicaId> = matching.iter().map(Verified::signer).collect();
         let cert = match self.keyring.certify(matching, self.quorum()) {
             Ok(c) => c.into_cert(),
             Err(e) => return self.reject(Peer::Host, Rejection::Internal(e.to_string())),
         };
+        if digest != own_digest {
+            // TOCS 6.2: 2f + 1 replicas certify another state at this
+            // checkpoint: ours is wrong; repair it by state transfer.
+            if self.transfer_seq().is_none_or(|t| t < seq) {
+                self.start_transfer(cert, holders, true);
+            }
+            return;
+        }
         self.garbage_collect(seq, digest, cert);
     }
 
@@ -1465,12 +1594,10 @@ impl<A: Application> Replica<A> {
         self.checkpoints = self.checkpoints.split_off(&seq.next());
         self.parked = self.parked.split_off(&seq.next());
         self.snapshots = self.snapshots.split_off(&seq);
-        if self
-            .transfer_target
-            .as_ref()
-            .is_some_and(|t| t.value.seq <= seq)
-        {
-            self.transfer_target = None;
+        self.prepared_certs = self.prepared_certs.split_off(&seq.next());
+        self.bound_known_batches();
+        if self.transfer_seq().is_some_and(|t| t <= seq) {
+            self.transfer = None;
         }
         self.stable_cert = Some(cert.clone());
         if self.next_seq <= seq {
@@ -1513,18 +1640,21 @@ impl<A: Application> Replica<A> {
                 .stable_cert
                 .clone()
                 .map(FetchResponse::StableCheckpoint),
-            Fetch::SnapshotChunk { seq, chunk: 0 } if seq == self.low => self
-                .snapshots
-                .get(&seq)
-                .map(|data| FetchResponse::SnapshotChunk {
-                    seq,
-                    chunk: 0,
-                    chunk_count: 1,
-                    data: data.clone(),
-                    proof: Vec::new(),
-                }),
-            Fetch::SnapshotChunk { seq, .. } => {
-                return self.reject(peer, Rejection::NotAvailable(seq))
+            Fetch::SnapshotChunk { seq, chunk } => match self.serve_chunk(seq, chunk) {
+                Some(response) => Some(response),
+                None => return self.reject(peer, Rejection::NotAvailable(seq)),
+            },
+            Fetch::PreparedBatch { seq, digest } => self
+                .prepared_batch(seq, digest)
+                .map(|batch| FetchResponse::PreparedBatch { seq, batch }),
+            Fetch::NewView => {
+                if let Some(nv) = self.new_view_msg.clone().filter(|_| self.view_active) {
+                    self.outputs.push(Output::Send {
+                        to: from,
+                        message: Message::NewView(nv),
+                    });
+                }
+                return;
             }
         };
         match response {
@@ -1573,15 +1703,15 @@ impl<A: Application> Replica<A> {
             }
             FetchResponse::SnapshotChunk {
                 seq,
-                chunk: 0,
-                chunk_count: 1,
+                chunk,
+                chunk_count,
                 data,
-                ..
+                proof,
             } => {
-                return self.on_snapshot(from, seq, &data);
+                return self.on_snapshot_chunk(from, seq, chunk, chunk_count, &data, &proof);
             }
-            FetchResponse::SnapshotChunk { .. } => {
-                return self.reject(peer, Rejection::Unsupported("multi-chunk snapshot"));
+            FetchResponse::PreparedBatch { seq, batch } => {
+                return self.on_prepared_batch(from, seq, batch)
             }
             FetchResponse::NotAvailable { .. } => return,
         };
@@ -1683,102 +1813,6 @@ impl<A: Application> Replica<A> {
         }
     }
 
-    // ----- state transfer of a stable checkpoint (minimal, one chunk) ------------
-
-    /// A stable checkpoint proof above this replica's state: verify it and
-    /// fetch the snapshot it certifies from the peer that sent it.
-    fn on_stable_checkpoint_proof(&mut self, from: ReplicaId, cert: QuorumCert<Checkpoint>) {
-        let peer = Peer::Replica(from);
-        let seq = cert.value.seq;
-        if seq <= self.low {
-            return self.reject(peer, Rejection::Duplicate);
-        }
-        if seq <= self.last_executed {
-            // We executed that far but missed the checkpoint votes: adopt the
-            // proof and collect garbage (PBFT 4.3).
-            self.stats.certificates_verified += 1;
-            let Ok(cert) = self.keyring.verify_cert(cert, self.quorum()) else {
-                return self.reject(peer, Rejection::InvalidProof("checkpoint certificate"));
-            };
-            let cert = cert.into_cert();
-            let digest = cert.value.state_digest;
-            let own = self
-                .checkpoints
-                .get(&seq)
-                .and_then(|v| v.get(&self.id))
-                .map(|c| c.value().state_digest);
-            if own.is_some_and(|d| d != digest) {
-                return self.reject(
-                    peer,
-                    Rejection::InvalidProof("our state differs from the certified checkpoint"),
-                );
-            }
-            return self.garbage_collect(seq, digest, cert);
-        }
-        if let Some(target) = self.transfer_target.as_ref().filter(|t| t.value.seq >= seq) {
-            // Already verified: ask this peer too (an earlier answer may be lost).
-            let seq = target.value.seq;
-            let message = Message::Fetch(Fetch::SnapshotChunk { seq, chunk: 0 });
-            return self.outputs.push(Output::Send { to: from, message });
-        }
-        self.stats.certificates_verified += 1;
-        let Ok(cert) = self.keyring.verify_cert(cert, self.quorum()) else {
-            return self.reject(peer, Rejection::InvalidProof("checkpoint certificate"));
-        };
-        self.transfer_target = Some(cert.into_cert());
-        self.outputs.push(Output::Send {
-            to: from,
-            message: Message::Fetch(Fetch::SnapshotChunk { seq, chunk: 0 }),
-        });
-    }
-
-    /// Installs a snapshot whose state digest matches the verified stable
-    /// checkpoint (the application is rolled back if it does not).
-    fn on_snapshot(&mut self, from: ReplicaId, seq: SeqNo, data: &[u8]) {
-        let peer = Peer::Replica(from);
-        if seq <= self.last_executed {
-            // Caught up meanwhile: installing it would roll execution back.
-            self.transfer_target = None;
-            return self.reject(peer, Rejection::Duplicate);
-        }
-        let Some(target) = self.transfer_target.clone().filter(|t| t.value.seq == seq) else {
-            return self.reject(peer, Rejection::Duplicate);
-        };
-        let Ok(snapshot) = pbft_types::from_canonical_bytes::<Snapshot>(data, usize::MAX) else {
-            return self.reject(peer, Rejection::InvalidProof("snapshot encoding"));
-        };
-        let previous = self.app.snapshot();
-        if self.app.restore(&snapshot.app).is_err() {
-            return self.reject(peer, Rejection::InvalidProof("snapshot does not restore"));
-        }
-        let digest = checkpoint_digest(self.app.state_digest(), &snapshot.replies);
-        if digest.as_ref().ok() != Some(&target.value.state_digest) {
-            // Roll back: the snapshot is not the certified state.
-            let _ = self.app.restore(&previous);
-            return self.reject(peer, Rejection::InvalidProof("snapshot digest"));
-        }
-        self.replies = snapshot.replies;
-        for (client, cached) in &self.replies {
-            self.pending.remove_up_to(*client, cached.request_no);
-        }
-        let replies = &self.replies;
-        self.in_flight
-            .retain(|(c, no)| replies.get(c).is_none_or(|r| *no > r.request_no));
-        self.last_executed = seq;
-        self.transfer_target = None;
-        self.snapshots.insert(seq, data.to_vec());
-        self.persist(
-            vec![PersistRecord::StateTransfer {
-                checkpoint: target.clone(),
-                snapshot: data.to_vec(),
-            }],
-            Vec::new(),
-        );
-        let state_digest = target.value.state_digest;
-        self.garbage_collect(seq, state_digest, target);
-        self.execute_ready();
-    }
-
     // ----- timers ----------------------------------------------------------------
 
     fn on_timer(&mut self, timer: Timer) {
@@ -1797,10 +1831,48 @@ impl<A: Application> Replica<A> {
             }
             Timer::ViewChange => {
                 self.view_change_armed = false;
-                self.outputs
-                    .push(Output::ViewChangeSuspected { view: self.view });
+                if self.view_active && !self.is_primary() && !self.drop_forged_pending() {
+                    // Every request it waited for was forged: nothing
+                    // legitimate is late, so the primary is not suspected.
+                    return;
+                }
+                // PBFT 4.4: a backup waited too long for a request; PBFT 4.5:
+                // or for the NEW-VIEW of the view it changes to.
+                if !self.view_active || !self.is_primary() {
+                    self.start_view_change(self.view.next());
+                }
             }
         }
+    }
+
+    /// A backup holds client requests unverified (the primary verifies them
+    /// when it closes a batch, backups when they accept a pre-prepare), so a
+    /// client could send requests with forged signatures that no correct
+    /// primary will ever order, and make every backup suspect a correct
+    /// primary. Before it suspects the primary (PBFT 4.4), a backup
+    /// verifies the requests it waits for, in one batch, and drops the
+    /// forged ones with [`Rejection::BadRequestSignature`]. Returns whether
+    /// an authentic request is still pending. With
+    /// [`RequestAuth::Channel`] the channel authenticated them already.
+    fn drop_forged_pending(&mut self) -> bool {
+        if self.params.request_auth == RequestAuth::Channel || self.pending.is_empty() {
+            return !self.pending.is_empty();
+        }
+        let all = self.pending.take_front(self.pending.len());
+        let keys: Vec<(ClientId, RequestNo)> =
+            all.iter().map(|r| (r.signer, r.value.request_no)).collect();
+        self.stats.request_signatures_verified += all.len() as u64;
+        let results = self.keyring.verify_batch(all);
+        for (result, (client, request_no)) in results.into_iter().zip(keys) {
+            match result {
+                Ok(v) => self.pending.insert(v.into_signed()),
+                Err(_) => self.reject(
+                    Peer::Client(client),
+                    Rejection::BadRequestSignature { client, request_no },
+                ),
+            }
+        }
+        !self.pending.is_empty()
     }
 
     /// Whether something this replica took part in is not finished: a batch
@@ -1814,12 +1886,19 @@ impl<A: Application> Replica<A> {
                 .range(self.low.next()..)
                 .any(|(_, v)| v.contains_key(&self.id))
             || !self.parked.is_empty()
+            || !self.view_active
+            || self.transfer.is_some()
     }
 
     /// No progress since the last tick: send again what this replica said
     /// about unfinished sequence numbers, its unstable checkpoint, and ask
     /// for the next batch to execute.
     fn retransmit(&mut self) {
+        if let Some(vc) = self.own_view_change_message() {
+            // PBFT 4.4: waiting for the NEW-VIEW, send the VIEW-CHANGE again.
+            self.outputs.push(Output::Broadcast(vc));
+        }
+        self.retransmit_transfer();
         let mut messages = Vec::new();
         for (seq, slot) in self.log.range(self.last_executed.next()..) {
             if let Some(m) = self.own_pre_prepare_message(*seq) {
@@ -1854,7 +1933,7 @@ impl<A: Application> Replica<A> {
     /// PBFT 4.4: a backup runs the view-change timer while it waits for a
     /// request to execute, and restarts it when one executes.
     fn update_view_change_timer(&mut self) {
-        if self.is_primary() {
+        if self.is_primary() || !self.view_active {
             return;
         }
         if self.pending.is_empty() {
@@ -1864,7 +1943,7 @@ impl<A: Application> Replica<A> {
             }
         } else {
             self.view_change_armed = true;
-            let at = self.now.plus_us(self.params.view_change_timeout_us);
+            let at = self.now.plus_us(self.view_change_timeout_us());
             self.outputs.push(Output::SetTimer {
                 timer: Timer::ViewChange,
                 at,
@@ -1892,9 +1971,9 @@ impl<A: Application> Replica<A> {
                     });
                 }
             }
-        } else if !self.view_change_armed && !self.pending.is_empty() {
+        } else if self.view_active && !self.view_change_armed && !self.pending.is_empty() {
             self.view_change_armed = true;
-            let at = self.now.plus_us(self.params.view_change_timeout_us);
+            let at = self.now.plus_us(self.view_change_timeout_us());
             self.outputs.push(Output::SetTimer {
                 timer: Timer::ViewChange,
                 at,

@@ -17,7 +17,10 @@
 
 use std::collections::BTreeMap;
 
-use pbft_types::{Batch, Checkpoint, Commit, PrePrepare, Prepare, QuorumCert, SeqNo, Signed, View};
+use pbft_types::{
+    Batch, Checkpoint, Commit, NewView, PrePrepare, Prepare, PreparedCert, QuorumCert, SeqNo,
+    Signed, View, ViewChange,
+};
 
 use crate::io::PersistRecord;
 use crate::Rejection;
@@ -66,6 +69,12 @@ pub struct DurableState {
     pub committed: BTreeMap<SeqNo, CommittedBatch>,
     /// Own checkpoints with the snapshots they digest, by seq.
     pub checkpoints: BTreeMap<SeqNo, (Signed<Checkpoint>, Vec<u8>)>,
+    /// Prepared certificates (PBFT 4.4, the set `P`), by (view, seq).
+    pub prepared: BTreeMap<(View, SeqNo), PreparedCert>,
+    /// This replica's last VIEW-CHANGE, if it has not entered that view.
+    pub view_change: Option<Signed<ViewChange>>,
+    /// The NEW-VIEW of the last view this replica entered.
+    pub new_view: Option<Signed<NewView>>,
 }
 
 impl DurableState {
@@ -117,6 +126,36 @@ impl DurableState {
                 checkpoint,
                 snapshot,
             } => self.set_stable(checkpoint.clone(), snapshot.clone()),
+            PersistRecord::PreparedCert(cert) => {
+                let key = (cert.pre_prepare.value.view, cert.pre_prepare.value.seq);
+                self.prepared.entry(key).or_insert_with(|| cert.clone());
+            }
+            PersistRecord::ViewChange(vc) => {
+                if self
+                    .new_view
+                    .as_ref()
+                    .is_some_and(|nv| nv.value.view >= vc.value.new_view)
+                {
+                    return;
+                }
+                self.view_change = Some(vc.clone());
+            }
+            PersistRecord::NewView(nv) => {
+                if self
+                    .view_change
+                    .as_ref()
+                    .is_some_and(|vc| vc.value.new_view <= nv.value.view)
+                {
+                    self.view_change = None;
+                }
+                if self
+                    .new_view
+                    .as_ref()
+                    .is_none_or(|old| old.value.view < nv.value.view)
+                {
+                    self.new_view = Some(nv.clone());
+                }
+            }
             PersistRecord::StableCheckpoint(cert) => {
                 let seq = cert.value.seq;
                 let snapshot = match &self.stable {
@@ -139,6 +178,7 @@ impl DurableState {
         self.pre_prepares.retain(|k, _| above(k));
         self.prepares.retain(|k, _| above(k));
         self.commits.retain(|k, _| above(k));
+        self.prepared.retain(|k, _| above(k));
         self.committed = self.committed.split_off(&seq.next());
         self.checkpoints = self.checkpoints.split_off(&seq.next());
         self.stable = Some(StableState { cert, snapshot });
@@ -152,8 +192,11 @@ impl DurableState {
             .keys()
             .chain(self.prepares.keys())
             .chain(self.commits.keys())
+            .chain(self.prepared.keys())
             .map(|(v, _)| *v)
             .chain(std::iter::once(self.view))
+            .chain(self.view_change.iter().map(|vc| vc.value.new_view))
+            .chain(self.new_view.iter().map(|nv| nv.value.view))
             .max()
             .unwrap_or(self.view)
     }
@@ -181,7 +224,7 @@ pub enum RestoreError {
         reason: String,
     },
     /// The stable snapshot's digest is not the one its certificate names
-    /// ([`crate::app::checkpoint_digest`]).
+    /// ([`crate::app::checkpoint_digest`], the Merkle root of its bytes).
     #[error("the snapshot at seq {0} does not match its certificate")]
     SnapshotDigestMismatch(SeqNo),
     /// A record of this replica's own messages is not signed by it, or

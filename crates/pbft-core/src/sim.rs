@@ -5,9 +5,14 @@
 //! Everything random comes from one ChaCha seed, so a run is reproduced
 //! from [`SimConfig::seed`]. Replicas sign and verify with real ed25519.
 //!
-//! Byzantine behaviour (issue 4) plugs in through [`Adversary`]: it sees
-//! every output of the replica it controls and may rewrite, multiply or
-//! suppress it. Replicas with an adversary are excluded from the checkers.
+//! Byzantine behaviour (FAULTS.md 1 to 11) plugs in through
+//! [`crate::byzantine::Strategy`] ([`Sim::set_adversary`]): it sees every
+//! input and output of the replica it controls and may drop, rewrite,
+//! re-sign, split per destination, delay or multiply them. Replicas with an
+//! adversary are excluded from the checkers. The simulator also runs twins
+//! (two instances of one identity, [`Sim::add_twin`]), amnesia (a restart
+//! from an older durable state, [`Sim::amnesia`]) and network partitions
+//! that heal ([`Partition`], FAULTS.md 12).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,6 +25,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::app::KvOp;
+use crate::byzantine::{Action, Context, Strategy};
 use crate::io::{Input, Output, PersistId, PersistRecord, Time, Timer};
 use crate::{DurableState, KvApp, Params, Replica, RequestAuth};
 
@@ -87,6 +93,65 @@ pub struct SimConfig {
     /// Whether clients sign requests (needed with
     /// [`RequestAuth::ClientSignatures`]).
     pub sign_requests: bool,
+    /// Network partitions between replicas (FAULTS.md 12), each active for
+    /// a time span.
+    pub partitions: Vec<Partition>,
+}
+
+/// Links between replicas cut from `start_us` until `heal_us` (FAULTS.md
+/// 12). A message sent over a cut link in that span is lost; clients reach
+/// every replica.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Partition {
+    /// When the links are cut.
+    pub start_us: u64,
+    /// When they heal.
+    pub heal_us: u64,
+    /// Directed links `(from, to)` that are cut.
+    pub blocked: BTreeSet<(ReplicaId, ReplicaId)>,
+}
+
+impl Partition {
+    /// Cuts every link from a replica of `from` to a replica of `to` (one
+    /// way).
+    #[must_use]
+    pub fn one_way(from: &[ReplicaId], to: &[ReplicaId], start_us: u64, heal_us: u64) -> Self {
+        let blocked = from
+            .iter()
+            .flat_map(|a| to.iter().filter(move |b| *b != a).map(move |b| (*a, *b)))
+            .collect();
+        Self {
+            start_us,
+            heal_us,
+            blocked,
+        }
+    }
+
+    /// Cuts both ways between the sides `a` and `b` (a minority/majority
+    /// split).
+    #[must_use]
+    pub fn split(a: &[ReplicaId], b: &[ReplicaId], start_us: u64, heal_us: u64) -> Self {
+        let mut p = Self::one_way(a, b, start_us, heal_us);
+        p.blocked
+            .extend(Self::one_way(b, a, start_us, heal_us).blocked);
+        p
+    }
+
+    /// Isolates `id` from the other replicas of a cluster of `n`.
+    #[must_use]
+    pub fn isolate(id: ReplicaId, n: usize, start_us: u64, heal_us: u64) -> Self {
+        let others: Vec<ReplicaId> = (0..n)
+            .map(|i| ReplicaId(u32::try_from(i).unwrap_or(u32::MAX)))
+            .filter(|r| *r != id)
+            .collect();
+        Self::split(&[id], &others, start_us, heal_us)
+    }
+
+    /// Whether the link `from -> to` is cut at `now`.
+    #[must_use]
+    pub fn blocks(&self, now: Time, from: ReplicaId, to: ReplicaId) -> bool {
+        now.0 >= self.start_us && now.0 < self.heal_us && self.blocked.contains(&(from, to))
+    }
 }
 
 impl SimConfig {
@@ -109,6 +174,7 @@ impl SimConfig {
             time_limit_us: 60_000_000,
             events_max: 50_000_000,
             sign_requests: true,
+            partitions: Vec::new(),
         }
     }
 
@@ -134,6 +200,8 @@ impl SimConfig {
             parked_pre_prepares_max: 8,
             retransmit_interval_us: 30_000,
             view_change_timeout_us: 1_000_000,
+            view_change_backoff_max: 6,
+            snapshot_bytes_max: 1 << 20,
             request_auth: if channel {
                 RequestAuth::Channel
             } else {
@@ -189,17 +257,14 @@ impl SimConfig {
             time_limit_us: 120_000_000,
             events_max: 2_000_000,
             sign_requests: !channel,
+            partitions: Vec::new(),
         }
     }
 }
 
-/// Rewrites the outputs of a replica it controls (a Byzantine replica, issue
-/// 4). Returning an empty vector suppresses the output.
-pub trait Adversary {
-    /// Called for each output of the controlled replica.
-    fn outgoing(&mut self, replica: ReplicaId, output: Output, rng: &mut ChaCha8Rng)
-        -> Vec<Output>;
-}
+/// What controls a Byzantine replica in the simulator: a
+/// [`crate::byzantine::Strategy`].
+pub use crate::byzantine::Strategy as Adversary;
 
 /// An invariant the checkers found broken.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -228,6 +293,20 @@ pub enum Violation {
         a: ReplicaId,
         /// Another.
         b: ReplicaId,
+    },
+    /// A correct replica moved to a view more than one above every view a
+    /// correct replica had reached: PBFT 4.5 (PROTOCOL.md 17) lets a
+    /// replica move up by one on its own timer, or to the smallest view of
+    /// `f + 1` others (one of them correct), never further on the word of
+    /// at most `f` faulty replicas.
+    #[error("replica {replica} jumped to view {got}; correct replicas had reached {highest}")]
+    ViewJump {
+        /// The replica.
+        replica: ReplicaId,
+        /// The highest view a correct replica had started or entered.
+        highest: u64,
+        /// The view it moved to.
+        got: u64,
     },
     /// A replica could not be restored from its durable records.
     #[error("replica {replica} could not restart: {reason}")]
@@ -300,20 +379,35 @@ pub struct SimReport {
     pub restarts: u64,
     /// Rejections by label, summed over replicas.
     pub rejections: BTreeMap<&'static str, u64>,
+    /// VIEW-CHANGEs started, summed over replicas.
+    pub view_changes_started: u64,
+    /// The highest view any replica entered.
+    pub highest_view: u64,
+    /// Faults adversaries injected: inputs they dropped and outputs they
+    /// changed ([`crate::byzantine::altered`]).
+    pub adversary_faults: u64,
+    /// Messages lost to partitions ([`Partition`]).
+    pub messages_cut: u64,
 }
 
 #[derive(Debug)]
 enum Event {
+    /// An input for the replica instance at this index of `nodes`.
     Input {
-        to: ReplicaId,
+        node: usize,
         input: Input,
+    },
+    /// An output an adversary delayed.
+    Emit {
+        node: usize,
+        output: Output,
     },
     Reply {
         client: usize,
         reply: Reply,
     },
     Timer {
-        replica: ReplicaId,
+        node: usize,
         timer: Timer,
         generation: u64,
     },
@@ -323,9 +417,27 @@ enum Event {
     },
     Crash(ReplicaId),
     Restart(ReplicaId),
+    /// Twins stop: the second instance of the identity crashes for good and
+    /// the first one reaches every replica again.
+    EndTwins(ReplicaId),
 }
 
+/// One replica instance. `nodes[i]` for `i < n` is replica `i`; twins
+/// (FAULTS.md, Twins) are appended after them with the same `id`.
 struct Node {
+    id: ReplicaId,
+    /// The replicas this instance exchanges messages with (`None`: all).
+    reach: Option<BTreeSet<ReplicaId>>,
+    /// 0 for the first instance of an identity, 1 for its twin: two
+    /// twinned identities talk only between instances of one side.
+    side: u8,
+    /// Whether the identity has a twin.
+    twinned: bool,
+    /// Durable states over time (FAULTS.md 10), kept when `amnesia` is set.
+    history: Vec<(Time, DurableState)>,
+    /// At its next restart the replica resumes from its durable state as
+    /// of this time instead of the latest one (amnesia).
+    amnesia: Option<Time>,
     replica: Replica<KvApp>,
     signer: Signer<ReplicaId>,
     /// Whether this replica restarts, so its records are kept.
@@ -335,7 +447,7 @@ struct Node {
     /// What was acknowledged durable, as a store would hold it.
     state: DurableState,
     crashed: bool,
-    adversary: Option<Box<dyn Adversary>>,
+    adversary: Option<Box<dyn Strategy>>,
     timers: BTreeMap<Timer, u64>,
     /// Persist ids issued and not yet acknowledged, with what they make durable.
     persisting: BTreeMap<PersistId, Vec<(&'static str, SeqNo)>>,
@@ -368,6 +480,9 @@ pub struct Sim {
     /// which is allowed only at the same sequence number.
     executed_requests: BTreeMap<ReplicaId, BTreeMap<(ClientId, RequestNo), SeqNo>>,
     stable: BTreeMap<SeqNo, (ReplicaId, Digest)>,
+    /// The highest view a correct replica started a view change to or
+    /// entered ([`Violation::ViewJump`]).
+    correct_view_max: u64,
     violations: Vec<Violation>,
     report: SimReport,
 }
@@ -423,6 +538,12 @@ impl Sim {
             )
             .map_err(|e| e.to_string())?;
             nodes.push(Node {
+                id: entry.id,
+                reach: None,
+                side: 0,
+                twinned: false,
+                history: Vec::new(),
+                amnesia: None,
                 replica,
                 signer,
                 restarts: config.restarts.iter().any(|(r, _)| *r == entry.id),
@@ -482,6 +603,7 @@ impl Sim {
             executed: BTreeMap::new(),
             executed_requests: BTreeMap::new(),
             stable: BTreeMap::new(),
+            correct_view_max: 0,
             violations: Vec::new(),
             report: SimReport::default(),
             config,
@@ -498,12 +620,100 @@ impl Sim {
         Ok(sim)
     }
 
-    /// Lets `adversary` control replica `id`'s outputs; the replica is then
-    /// excluded from the checkers.
-    pub fn set_adversary(&mut self, id: ReplicaId, adversary: Box<dyn Adversary>) {
+    /// Lets `adversary` control replica `id` (its first instance); the
+    /// identity is then excluded from the checkers.
+    pub fn set_adversary(&mut self, id: ReplicaId, adversary: Box<dyn Strategy>) {
         if let Some(node) = self.nodes.get_mut(id.0 as usize) {
             node.adversary = Some(adversary);
         }
+    }
+
+    /// Twins (Bano et al., OPODIS 2021): a second [`Replica`] with the
+    /// identity and key of `id`, started fresh. The first instance exchanges
+    /// messages only with the replicas in `reach_first`, the twin only with
+    /// those in `reach_twin`; clients reach both. Instances of two twinned
+    /// identities talk only within one side. Both instances are Byzantine
+    /// (excluded from the checkers; `twin_adversary` controls the twin).
+    /// At `until`, the twin crashes for good and the first instance reaches
+    /// everyone again, so that liveness can be required after it.
+    ///
+    /// # Errors
+    /// A message if the replica cannot be built.
+    pub fn add_twin(
+        &mut self,
+        id: ReplicaId,
+        reach_first: BTreeSet<ReplicaId>,
+        reach_twin: BTreeSet<ReplicaId>,
+        twin_adversary: Box<dyn Strategy>,
+        until: Option<Time>,
+    ) -> Result<(), String> {
+        let signer = self
+            .nodes
+            .get(id.0 as usize)
+            .map(|n| n.signer.clone())
+            .ok_or("no such replica")?;
+        let replica = Replica::new(
+            self.cluster.clone(),
+            self.config.params.clone(),
+            signer.clone(),
+            KvApp::default(),
+        )
+        .map_err(|e| e.to_string())?;
+        if let Some(first) = self.nodes.get_mut(id.0 as usize) {
+            first.reach = Some(reach_first);
+            first.twinned = true;
+            if first.adversary.is_none() {
+                first.adversary = Some(Box::new(crate::byzantine::Honest));
+            }
+        }
+        self.nodes.push(Node {
+            id,
+            reach: Some(reach_twin),
+            side: 1,
+            twinned: true,
+            history: Vec::new(),
+            amnesia: None,
+            replica,
+            signer,
+            restarts: false,
+            unacked: BTreeMap::new(),
+            state: DurableState::default(),
+            crashed: false,
+            adversary: Some(twin_adversary),
+            timers: BTreeMap::new(),
+            persisting: BTreeMap::new(),
+            durable: BTreeSet::new(),
+        });
+        if let Some(at) = until {
+            self.schedule(at, Event::EndTwins(id));
+        }
+        Ok(())
+    }
+
+    /// Amnesia (FAULTS.md 10): replica `id` crashes at `crash_at` and
+    /// restarts at `restart_at` from the durable state it had at `as_of`
+    /// (the latest one acknowledged at or before that time), as if its
+    /// store had been rolled back. The replica should be marked Byzantine
+    /// ([`Sim::set_adversary`] with [`crate::byzantine::Amnesia`]): a correct
+    /// replica never loses acknowledged writes.
+    pub fn amnesia(&mut self, id: ReplicaId, as_of: Time, crash_at: Time, restart_at: Time) {
+        if let Some(node) = self.nodes.get_mut(id.0 as usize) {
+            node.restarts = true;
+            node.amnesia = Some(as_of);
+            node.history.push((Time(0), DurableState::default()));
+        }
+        self.schedule(crash_at, Event::Crash(id));
+        self.schedule(restart_at, Event::Restart(id));
+    }
+
+    /// The replica instances of identity `id` (more than one for twins).
+    #[must_use]
+    pub fn instances(&self, id: ReplicaId) -> Vec<&Replica<KvApp>> {
+        self.nodes
+            .iter()
+            .filter(|n| n.id == id)
+            .map(|n| &n.replica)
+            .collect()
     }
 
     /// The cluster configuration.
@@ -574,11 +784,10 @@ impl Sim {
         };
         client.generation += 1;
         let (id, generation) = (client.id, client.generation);
-        for r in 0..self.nodes.len() {
-            let to = ReplicaId(r as u32);
+        for node in 0..self.nodes.len() {
             let request = request.clone();
             self.transmit(|| Event::Input {
-                to,
+                node,
                 input: Input::ClientRequest {
                     from: id,
                     request: request.clone(),
@@ -599,9 +808,13 @@ impl Sim {
         self.clients.iter().all(|c| c.next >= c.requests.len())
     }
 
-    /// Runs until every client is done, the queue is empty, or a limit is hit.
+    /// Runs until every client is done, the queue is empty, a limit is hit,
+    /// or a checker found a violation (the rest of the run proves nothing).
     pub fn run(&mut self) -> &SimReport {
-        while !self.all_clients_done() && self.report.events < self.config.events_max {
+        while !self.all_clients_done()
+            && self.report.events < self.config.events_max
+            && self.violations.is_empty()
+        {
             let Some(((at, _), event)) = self.queue.pop_first() else {
                 break;
             };
@@ -651,22 +864,27 @@ impl Sim {
 
     fn handle(&mut self, event: Event) {
         match event {
-            Event::Input { to, input } => self.step(to, input),
+            Event::Input { node, input } => self.step(node, input),
+            Event::Emit { node, output } => {
+                if self.nodes.get(node).is_some_and(|n| !n.crashed) {
+                    self.apply(node, output);
+                }
+            }
             Event::Timer {
-                replica,
+                node,
                 timer,
                 generation,
             } => {
                 let current = self
                     .nodes
-                    .get(replica.0 as usize)
+                    .get(node)
                     .and_then(|n| n.timers.get(&timer))
                     .copied();
                 if current == Some(generation) {
-                    if let Some(node) = self.nodes.get_mut(replica.0 as usize) {
-                        node.timers.remove(&timer);
+                    if let Some(n) = self.nodes.get_mut(node) {
+                        n.timers.remove(&timer);
                     }
-                    self.step(replica, Input::TimerFired(timer));
+                    self.step(node, Input::TimerFired(timer));
                 }
             }
             Event::Reply { client, reply } => self.on_reply(client, reply),
@@ -685,6 +903,16 @@ impl Sim {
                 }
             }
             Event::Restart(id) => self.restart(id),
+            Event::EndTwins(id) => {
+                for node in self.nodes.iter_mut().filter(|n| n.id == id) {
+                    if node.side == 0 {
+                        node.reach = None;
+                        node.twinned = false;
+                    } else {
+                        node.crashed = true;
+                    }
+                }
+            }
         }
     }
 
@@ -692,11 +920,24 @@ impl Sim {
     /// unacknowledged persists are lost, timers and in-flight persist
     /// acknowledgements of the old process are gone.
     fn restart(&mut self, id: ReplicaId) {
-        let Some(node) = self.nodes.get_mut(id.0 as usize) else {
+        let ix = id.0 as usize;
+        let Some(node) = self.nodes.get_mut(ix) else {
             return;
         };
         if !node.crashed {
             return;
+        }
+        if let Some(as_of) = node.amnesia.take() {
+            // FAULTS.md 10: resume from an older copy of the store.
+            let older = node
+                .history
+                .iter()
+                .rev()
+                .find(|(t, _)| *t <= as_of)
+                .map(|(_, s)| s.clone());
+            if let Some(older) = older {
+                node.state = older;
+            }
         }
         let restored = Replica::restore(
             self.cluster.clone(),
@@ -723,9 +964,9 @@ impl Sim {
             }
         }
         self.queue.retain(|_, event| {
-            !matches!(event, Event::Input { to, input: Input::PersistDone(_) } if *to == id)
+            !matches!(event, Event::Input { node, input: Input::PersistDone(_) } if *node == ix)
         });
-        self.step(id, Input::TimerFired(Timer::Retransmit));
+        self.step(ix, Input::TimerFired(Timer::Retransmit));
     }
 
     fn on_reply(&mut self, c: usize, reply: Reply) {
@@ -753,9 +994,11 @@ impl Sim {
         }
     }
 
-    fn step(&mut self, to: ReplicaId, input: Input) {
+    /// One input to the replica instance `ix`, through its adversary if it
+    /// has one; the outputs (rewritten by the adversary) are carried out.
+    fn step(&mut self, ix: usize, input: Input) {
         let now = self.now;
-        let Some(node) = self.nodes.get_mut(to.0 as usize) else {
+        let Some(node) = self.nodes.get_mut(ix) else {
             return;
         };
         if node.crashed {
@@ -769,18 +1012,53 @@ impl Sim {
                 for record in &records {
                     node.state.apply(record);
                 }
+                if node.amnesia.is_some() {
+                    node.history.push((now, node.state.clone()));
+                }
             }
         }
-        let mut outputs = node.replica.step(now, input);
-        if let Some(adversary) = node.adversary.as_mut() {
-            let mut rewritten = Vec::with_capacity(outputs.len());
-            for o in outputs {
-                rewritten.extend(adversary.outgoing(to, o, &mut self.rng));
+        let Node {
+            replica,
+            signer,
+            adversary,
+            id: me,
+            ..
+        } = node;
+        let ctx = Context {
+            me: *me,
+            signer,
+            config: &self.cluster,
+            now,
+        };
+        if let Some(adversary) = adversary.as_mut() {
+            if !adversary.incoming(&ctx, &input, &mut self.rng) {
+                self.report.adversary_faults += 1;
+                return;
             }
-            outputs = rewritten;
         }
-        for output in outputs {
-            self.apply(to, output);
+        let outputs = replica.step(now, input);
+        let Some(adversary) = adversary.as_mut() else {
+            for output in outputs {
+                self.apply(ix, output);
+            }
+            return;
+        };
+        let mut actions = Vec::with_capacity(outputs.len());
+        for o in outputs {
+            let original = o.clone();
+            let rewritten = adversary.outgoing(&ctx, o, &mut self.rng);
+            if crate::byzantine::altered(&ctx, &original, &rewritten) {
+                self.report.adversary_faults += 1;
+            }
+            actions.extend(rewritten);
+        }
+        for action in actions {
+            match action {
+                Action::Emit(output) => self.apply(ix, output),
+                Action::Delay { at, output } => {
+                    self.schedule(at, Event::Emit { node: ix, output });
+                }
+            }
         }
     }
 
@@ -814,29 +1092,67 @@ impl Sim {
         }
     }
 
-    fn send(&mut self, from: ReplicaId, to: ReplicaId, message: Message) {
-        self.report.messages_delivered += 1;
-        self.transmit(|| Event::Input {
-            to,
-            input: Input::Message {
-                from,
-                message: message.clone(),
-            },
-        });
+    /// Sends from instance `ix` to every instance of `to` it can reach:
+    /// partitions (FAULTS.md 12) and twins' reach decide.
+    fn send(&mut self, ix: usize, to: ReplicaId, message: Message) {
+        let Some(sender) = self.nodes.get(ix) else {
+            return;
+        };
+        let from = sender.id;
+        let now = self.now;
+        if self
+            .config
+            .partitions
+            .iter()
+            .any(|p| p.blocks(now, from, to))
+        {
+            self.report.messages_cut += 1;
+            return;
+        }
+        if sender.reach.as_ref().is_some_and(|r| !r.contains(&to)) {
+            return;
+        }
+        let targets: Vec<usize> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| {
+                n.id == to
+                    && n.reach.as_ref().is_none_or(|r| r.contains(&from))
+                    && !(n.twinned && sender.twinned && n.side != sender.side)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        for node in targets {
+            self.report.messages_delivered += 1;
+            self.transmit(|| Event::Input {
+                node,
+                input: Input::Message {
+                    from,
+                    message: message.clone(),
+                },
+            });
+        }
     }
 
-    fn apply(&mut self, from: ReplicaId, output: Output) {
+    fn id_of(&self, ix: usize) -> ReplicaId {
+        self.nodes.get(ix).map_or(ReplicaId(u32::MAX), |n| n.id)
+    }
+
+    /// Carries out one output of the replica instance `ix`.
+    fn apply(&mut self, ix: usize, output: Output) {
+        let from = self.id_of(ix);
         match output {
             Output::Send { to, message } => {
                 self.check_persisted(from, &message);
-                self.send(from, to, message);
+                self.send(ix, to, message);
             }
             Output::Broadcast(message) => {
                 self.check_persisted(from, &message);
-                for r in 0..self.nodes.len() {
+                for r in 0..self.cluster.n() {
                     let to = ReplicaId(r as u32);
                     if to != from {
-                        self.send(from, to, message.clone());
+                        self.send(ix, to, message.clone());
                     }
                 }
             }
@@ -849,7 +1165,7 @@ impl Sim {
             }
             Output::Persist { id, records } => {
                 let keys = records.iter().filter_map(record_key).collect();
-                if let Some(node) = self.nodes.get_mut(from.0 as usize) {
+                if let Some(node) = self.nodes.get_mut(ix) {
                     node.persisting.insert(id, keys);
                     if node.restarts {
                         node.unacked.insert(id, records);
@@ -864,7 +1180,7 @@ impl Sim {
                 self.schedule(
                     at,
                     Event::Input {
-                        to: from,
+                        node: ix,
                         input: Input::PersistDone(id),
                     },
                 );
@@ -872,20 +1188,20 @@ impl Sim {
             Output::SetTimer { timer, at } => {
                 self.event_counter += 1;
                 let generation = self.event_counter;
-                if let Some(node) = self.nodes.get_mut(from.0 as usize) {
+                if let Some(node) = self.nodes.get_mut(ix) {
                     node.timers.insert(timer, generation);
                 }
                 self.schedule(
                     at,
                     Event::Timer {
-                        replica: from,
+                        node: ix,
                         timer,
                         generation,
                     },
                 );
             }
             Output::CancelTimer(timer) => {
-                if let Some(node) = self.nodes.get_mut(from.0 as usize) {
+                if let Some(node) = self.nodes.get_mut(ix) {
                     node.timers.remove(&timer);
                 }
             }
@@ -913,17 +1229,34 @@ impl Sim {
                     }
                 }
             }
-            Output::ViewChangeSuspected { .. } => {
-                *self
-                    .report
-                    .rejections
-                    .entry("view_change_suspected")
-                    .or_default() += 1;
+            Output::ViewChangeStarted { view } => {
+                self.report.view_changes_started += 1;
+                self.check_view(from, view.0);
+            }
+            Output::ViewChanged { view, .. } => {
+                self.report.highest_view = self.report.highest_view.max(view.0);
+                self.check_view(from, view.0);
             }
             Output::Rejected { reason, .. } => {
                 *self.report.rejections.entry(reason.label()).or_default() += 1;
             }
         }
+    }
+
+    /// [`Violation::ViewJump`]: a correct replica's new view is at most one
+    /// above the highest view a correct replica had reached.
+    fn check_view(&mut self, from: ReplicaId, view: u64) {
+        if !self.correct(from) {
+            return;
+        }
+        if view > self.correct_view_max.saturating_add(1) {
+            self.violations.push(Violation::ViewJump {
+                replica: from,
+                highest: self.correct_view_max,
+                got: view,
+            });
+        }
+        self.correct_view_max = self.correct_view_max.max(view);
     }
 
     fn on_executed(

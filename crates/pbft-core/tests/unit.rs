@@ -281,11 +281,16 @@ fn seven_replicas_need_a_quorum_of_five() {
     // The fourth prepare makes it prepared: the commit is persisted first.
     let out = backup.step(T0, msg(4, Message::Prepare(s.prepare(4, 1, d))));
     let commit = s.commit(1, 1, d);
+    let cert = backup.prepared_certificate(SeqNo(1)).unwrap();
+    assert_eq!(cert.prepares.signatures.len(), 4);
     assert_eq!(
         out,
         vec![Output::Persist {
             id: PersistId(1),
-            records: vec![PersistRecord::Commit(commit.clone())]
+            records: vec![
+                PersistRecord::Commit(commit.clone()),
+                PersistRecord::PreparedCert(cert)
+            ]
         }]
     );
     assert_eq!(
@@ -451,7 +456,25 @@ fn pre_prepares_are_rejected_with_the_right_reason() {
         vec![]
     );
     assert_eq!(backup.future_len(), 1);
-    // Another view (signed by that view's primary).
+    // Another view (signed by that view's primary): refused, and the
+    // replica asks that primary once for the NEW-VIEW it missed.
+    assert_eq!(
+        backup.step(T0, msg(1, pp_msg(s.pre_prepare(1, 1, 1, &batch), &batch))),
+        [
+            vec![Output::Send {
+                to: ReplicaId(1),
+                message: Message::Fetch(pbft_types::Fetch::NewView)
+            }],
+            rejected(
+                1,
+                Rejection::WrongView {
+                    expected: View(0),
+                    got: View(1)
+                }
+            )
+        ]
+        .concat()
+    );
     assert_eq!(
         backup.step(T0, msg(1, pp_msg(s.pre_prepare(1, 1, 1, &batch), &batch))),
         rejected(
@@ -921,11 +944,16 @@ fn a_backup_restarted_after_preparing_refuses_a_second_digest() {
     // The slot it voted in still completes: 2f matching prepares (its own
     // durable one and replica 2's) make it commit d1, and only d1.
     let out = restarted.step(T0, msg(2, Message::Prepare(s.prepare(2, 1, d1))));
+    let cert = restarted.prepared_certificate(SeqNo(1)).unwrap();
+    assert_eq!(cert.pre_prepare.value.digest, d1);
     assert_eq!(
         out,
         vec![Output::Persist {
             id: PersistId(0),
-            records: vec![PersistRecord::Commit(s.commit(1, 1, d1))],
+            records: vec![
+                PersistRecord::Commit(s.commit(1, 1, d1)),
+                PersistRecord::PreparedCert(cert)
+            ],
         }]
     );
     let out = restarted.step(T0, Input::PersistDone(PersistId(0)));
@@ -1198,4 +1226,318 @@ fn another_replicas_records_are_refused() {
             seq: SeqNo(1)
         })
     ));
+}
+
+// ----- view change (PBFT 4.4) -------------------------------------------------
+
+fn view_change_of(
+    s: &Setup,
+    signer: usize,
+    view: u64,
+    prepared: Vec<pbft_types::PreparedCert>,
+) -> Signed<pbft_types::ViewChange> {
+    s.signers[signer]
+        .sign(pbft_types::ViewChange {
+            new_view: View(view),
+            checkpoint: None,
+            prepared,
+        })
+        .unwrap()
+}
+
+/// A prepared certificate in view 0 for `seq` and `batch`: the primary's
+/// pre-prepare and the prepares of replicas 2 and 3 (2f = 2).
+fn prepared_cert(s: &Setup, seq: u64, batch: &Batch) -> pbft_types::PreparedCert {
+    let pp = s.pre_prepare(0, 0, seq, batch);
+    let d = pp.value.digest;
+    pbft_types::PreparedCert {
+        pre_prepare: pp,
+        prepares: pbft_types::QuorumCert {
+            value: Prepare {
+                view: View(0),
+                seq: SeqNo(seq),
+                digest: d,
+            },
+            signatures: [2, 3]
+                .iter()
+                .map(|i| (ReplicaId(*i), s.prepare(*i as usize, seq, d).signature))
+                .collect(),
+        },
+    }
+}
+
+#[test]
+fn a_backup_whose_timer_fires_persists_then_sends_its_view_change() {
+    let s = setup(4);
+    let mut backup = s.replica(2);
+    let out = backup.step(
+        T0,
+        Input::ClientRequest {
+            from: CLIENT,
+            request: s.request(1),
+        },
+    );
+    assert_eq!(
+        out,
+        vec![Output::SetTimer {
+            timer: Timer::ViewChange,
+            at: T0.plus_us(10_000)
+        }]
+    );
+    let out = backup.step(Time(11_000), Input::TimerFired(Timer::ViewChange));
+    let vc = view_change_of(&s, 2, 1, vec![]);
+    assert_eq!(
+        out,
+        vec![
+            Output::Persist {
+                id: PersistId(0),
+                records: vec![PersistRecord::ViewChange(vc.clone())]
+            },
+            Output::ViewChangeStarted { view: View(1) },
+            Output::SetTimer {
+                timer: Timer::Retransmit,
+                at: Time(12_000)
+            },
+        ]
+    );
+    assert!(!backup.is_view_active());
+    // While changing views, normal-case messages of the old view are refused.
+    let b = s.batch(&[1]);
+    assert_eq!(
+        backup.step(
+            Time(11_000),
+            msg(0, pp_message(s.pre_prepare(0, 0, 1, &b), b))
+        ),
+        rejected(
+            0,
+            Rejection::WrongView {
+                expected: View(1),
+                got: View(0)
+            }
+        )
+    );
+    // Once durable, the VIEW-CHANGE leaves.
+    assert_eq!(
+        backup.step(Time(11_000), Input::PersistDone(PersistId(0))),
+        vec![Output::Broadcast(Message::ViewChange(vc))]
+    );
+}
+
+/// A client that signs with a key that is not its own cannot make the
+/// backups suspect a correct primary: before a backup changes views (PBFT
+/// 4.4) it verifies the requests it waits for and drops the forged ones.
+/// An authentic request beside a forged one still starts the view change.
+#[test]
+fn a_forged_request_alone_never_starts_a_view_change() {
+    let s = setup(4);
+    let forger = Signer::new(SecretKey::from_seed([77; 32]), s.config.cluster_id, CLIENT);
+    let forged = |no: u64| {
+        forger
+            .sign(Request {
+                request_no: RequestNo(no),
+                read_only: false,
+                op: vec![],
+            })
+            .unwrap()
+    };
+    let mut backup = s.replica(2);
+    let out = backup.step(
+        T0,
+        Input::ClientRequest {
+            from: CLIENT,
+            request: forged(1),
+        },
+    );
+    assert_eq!(
+        out,
+        vec![Output::SetTimer {
+            timer: Timer::ViewChange,
+            at: T0.plus_us(10_000)
+        }]
+    );
+    let out = backup.step(Time(11_000), Input::TimerFired(Timer::ViewChange));
+    assert_eq!(
+        out,
+        vec![Output::Rejected {
+            from: Peer::Client(CLIENT),
+            reason: Rejection::BadRequestSignature {
+                client: CLIENT,
+                request_no: RequestNo(1),
+            },
+        }]
+    );
+    assert!(backup.is_view_active());
+    assert_eq!(backup.view(), View(0));
+    assert_eq!(backup.pending_len(), 0);
+
+    // A forged request and an authentic one: the forged one is dropped, the
+    // authentic one is still late, so the backup moves to view 1.
+    for request in [forged(2), s.request(3)] {
+        backup.step(
+            Time(12_000),
+            Input::ClientRequest {
+                from: CLIENT,
+                request,
+            },
+        );
+    }
+    let out = backup.step(Time(23_000), Input::TimerFired(Timer::ViewChange));
+    assert_eq!(
+        out[0],
+        Output::Rejected {
+            from: Peer::Client(CLIENT),
+            reason: Rejection::BadRequestSignature {
+                client: CLIENT,
+                request_no: RequestNo(2),
+            },
+        }
+    );
+    assert!(
+        out.contains(&Output::ViewChangeStarted { view: View(1) }),
+        "{out:?}"
+    );
+    assert!(!backup.is_view_active());
+    assert_eq!(backup.pending_len(), 1);
+}
+
+#[test]
+fn the_new_primary_re_proposes_the_prepared_batch_and_backups_check_new_view() {
+    let s = setup(4);
+    let b = s.batch(&[1]);
+    let cert = prepared_cert(&s, 1, &b);
+    let d = cert.pre_prepare.value.digest;
+    let vc2 = view_change_of(&s, 2, 1, vec![cert.clone()]);
+    let vc3 = view_change_of(&s, 3, 1, vec![]);
+    let mut primary = s.replica(1);
+    // One view change for view 1 is not enough to leave view 0 (f + 1 = 2).
+    assert_eq!(
+        primary.step(T0, msg(2, Message::ViewChange(vc2.clone()))),
+        vec![]
+    );
+    assert!(primary.is_view_active());
+    // The second joins view 1 (PBFT 4.5), and with its own that is 2f + 1:
+    // the primary of view 1 sends NEW-VIEW re-proposing seq 1 with `d`.
+    let out = primary.step(T0, msg(3, Message::ViewChange(vc3.clone())));
+    let vc1 = view_change_of(&s, 1, 1, vec![]);
+    let pp1 = s.signers[1]
+        .sign(PrePrepare {
+            view: View(1),
+            seq: SeqNo(1),
+            digest: d,
+        })
+        .unwrap();
+    let nv = s.signers[1]
+        .sign(pbft_types::NewView {
+            view: View(1),
+            view_changes: vec![vc1.clone(), vc2.clone(), vc3.clone()],
+            pre_prepares: vec![pp1.clone()],
+        })
+        .unwrap();
+    assert_eq!(
+        out,
+        vec![
+            Output::Persist {
+                id: PersistId(0),
+                records: vec![PersistRecord::ViewChange(vc1)]
+            },
+            Output::ViewChangeStarted { view: View(1) },
+            Output::ViewChanged {
+                view: View(1),
+                primary: ReplicaId(1)
+            },
+            Output::Persist {
+                id: PersistId(1),
+                records: vec![PersistRecord::NewView(nv.clone())]
+            },
+            // It does not hold the batch: it asks for it by digest.
+            Output::Broadcast(Message::Fetch(pbft_types::Fetch::PreparedBatch {
+                seq: SeqNo(1),
+                digest: d
+            })),
+            retransmit_timer(),
+        ]
+    );
+    assert_eq!(
+        primary.step(T0, Input::PersistDone(PersistId(1))),
+        vec![Output::Broadcast(Message::NewView(nv.clone()))]
+    );
+
+    // A backup that never timed out checks the NEW-VIEW by recomputing it,
+    // enters view 1 and prepares the re-proposal once both are durable.
+    let mut backup = s.replica(3);
+    let out = backup.step(T0, msg(1, Message::NewView(nv.clone())));
+    let prepare = s.signers[3]
+        .sign(Prepare {
+            view: View(1),
+            seq: SeqNo(1),
+            digest: d,
+        })
+        .unwrap();
+    assert_eq!(
+        out,
+        vec![
+            Output::ViewChanged {
+                view: View(1),
+                primary: ReplicaId(1)
+            },
+            Output::Persist {
+                id: PersistId(0),
+                records: vec![
+                    PersistRecord::NewView(nv.clone()),
+                    PersistRecord::Prepare(prepare.clone())
+                ]
+            },
+            Output::Broadcast(Message::Fetch(pbft_types::Fetch::PreparedBatch {
+                seq: SeqNo(1),
+                digest: d
+            })),
+            retransmit_timer(),
+        ]
+    );
+    assert_eq!(
+        backup.step(T0, Input::PersistDone(PersistId(0))),
+        vec![Output::Broadcast(Message::Prepare(prepare))]
+    );
+
+    // A NEW-VIEW that drops the prepared request (a null request at seq 1
+    // instead of `d`) does not match the recomputation: the new primary is
+    // faulty and a backup waiting for view 1 moves on to view 2. A replica
+    // still working in view 0 refuses it and stays: it proves nothing about
+    // view 0's primary.
+    let mut other = s.replica(2);
+    let mut working = s.replica(3);
+    other.step(
+        T0,
+        Input::ClientRequest {
+            from: CLIENT,
+            request: s.request(1),
+        },
+    );
+    other.step(Time(11_000), Input::TimerFired(Timer::ViewChange));
+    assert_eq!((other.view(), other.is_view_active()), (View(1), false));
+    let null = s.signers[1]
+        .sign(PrePrepare {
+            view: View(1),
+            seq: SeqNo(1),
+            digest: Digest::ZERO,
+        })
+        .unwrap();
+    let forged = s.signers[1]
+        .sign(pbft_types::NewView {
+            view: View(1),
+            view_changes: nv.value.view_changes.clone(),
+            pre_prepares: vec![null],
+        })
+        .unwrap();
+    let invalid = Output::Rejected {
+        from: Peer::Replica(ReplicaId(1)),
+        reason: Rejection::InvalidViewChange("pre-prepares differ from the recomputed set"),
+    };
+    let out = working.step(T0, msg(1, Message::NewView(forged.clone())));
+    assert_eq!(out, vec![invalid.clone()]);
+    assert_eq!((working.view(), working.is_view_active()), (View(0), true));
+    let out = other.step(Time(11_000), msg(1, Message::NewView(forged)));
+    assert_eq!(out[0], invalid);
+    assert!(out.contains(&Output::ViewChangeStarted { view: View(2) }));
+    assert_eq!(other.view(), View(2));
 }

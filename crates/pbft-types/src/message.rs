@@ -169,6 +169,18 @@ pub enum Fetch {
         /// Its sequence number.
         seq: SeqNo,
     },
+    /// The batch with this digest, re-proposed at `seq` by a NEW-VIEW
+    /// (PBFT 4.4: a replica fetches the batches it lacks). The digest is
+    /// the proof: no signature is needed.
+    PreparedBatch {
+        /// The sequence number of the re-proposal.
+        seq: SeqNo,
+        /// The digest of the batch.
+        digest: Digest,
+    },
+    /// The NEW-VIEW that installed the peer's current view (asked by a
+    /// replica that sees messages of a view it has not entered).
+    NewView,
 }
 
 /// The answer to a [`Fetch`].
@@ -198,6 +210,14 @@ pub enum FetchResponse {
         batch: Batch,
         /// `2f + 1` matching commits.
         commits: QuorumCert<Commit>,
+    },
+    /// A batch asked for by [`Fetch::PreparedBatch`]; the receiver checks
+    /// its digest.
+    PreparedBatch {
+        /// The sequence number it was asked for.
+        seq: SeqNo,
+        /// The batch.
+        batch: Batch,
     },
     /// The replica does not have what was asked.
     NotAvailable {

@@ -101,6 +101,8 @@ fn fetch() -> impl Strategy<Value = Fetch> {
         Just(Fetch::StableCheckpoint),
         (seq(), any::<u32>()).prop_map(|(seq, chunk)| Fetch::SnapshotChunk { seq, chunk }),
         seq().prop_map(|seq| Fetch::Batch { seq }),
+        (seq(), digest()).prop_map(|(seq, digest)| Fetch::PreparedBatch { seq, digest }),
+        Just(Fetch::NewView),
     ]
 }
 fn fetch_response() -> impl Strategy<Value = FetchResponse> {
@@ -129,6 +131,7 @@ fn fetch_response() -> impl Strategy<Value = FetchResponse> {
                 commits
             }
         ),
+        (seq(), batch()).prop_map(|(seq, batch)| FetchResponse::PreparedBatch { seq, batch }),
         seq().prop_map(|seq| FetchResponse::NotAvailable { seq }),
     ]
 }
