@@ -233,8 +233,9 @@ pub struct Replica<A> {
     view_changes: BTreeMap<ReplicaId, Verified<ViewChange>>,
     /// The NEW-VIEW that installed the current view (re-sent to laggards).
     new_view_msg: Option<Signed<NewView>>,
-    /// The highest view this replica asked a peer's NEW-VIEW for.
-    new_view_asked: View,
+    /// The highest view this replica asked a peer's NEW-VIEW for, and when
+    /// (it asks again once per `retransmit_interval_us` until it is in).
+    new_view_asked: (View, Time),
     /// PBFT 4.4 `P`: the prepared certificate of the highest view for each
     /// sequence number above `low` (bounded by the window).
     prepared_certs: BTreeMap<SeqNo, PreparedCert>,
@@ -302,7 +303,7 @@ impl<A: Application> Replica<A> {
             view_active: true,
             view_changes: BTreeMap::new(),
             new_view_msg: None,
-            new_view_asked: View(0),
+            new_view_asked: (View(0), Time(0)),
             prepared_certs: BTreeMap::new(),
             known_batches: BTreeMap::new(),
             view_change_backoff: 0,

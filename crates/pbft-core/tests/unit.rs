@@ -1400,6 +1400,98 @@ fn a_forged_request_alone_never_starts_a_view_change() {
     assert_eq!(backup.pending_len(), 1);
 }
 
+/// A replica that missed a view change (here the old primary, restarted)
+/// learns the view from a peer: messages of a higher view make it ask the
+/// sender for the NEW-VIEW, again once per retransmission interval while
+/// they keep coming (a lost request or answer must not strand it), and the
+/// NEW-VIEW relayed by a replica that is not the primary is accepted since
+/// the primary's signature authenticates it (PBFT 4.4).
+#[test]
+fn a_replica_behind_a_view_change_fetches_the_new_view_from_any_peer() {
+    let s = setup(4);
+    let mut old_primary = s.replica(0);
+    let view1 = |signer: usize| {
+        Message::Prepare(
+            s.signers[signer]
+                .sign(Prepare {
+                    view: View(1),
+                    seq: SeqNo(1),
+                    digest: Digest([5; 32]),
+                })
+                .unwrap(),
+        )
+    };
+    let wrong_view = |from: u32| Output::Rejected {
+        from: Peer::Replica(ReplicaId(from)),
+        reason: Rejection::WrongView {
+            expected: View(0),
+            got: View(1),
+        },
+    };
+    let ask = |to: u32| Output::Send {
+        to: ReplicaId(to),
+        message: Message::Fetch(pbft_types::Fetch::NewView),
+    };
+    assert_eq!(
+        old_primary.step(T0, msg(2, view1(2))),
+        vec![ask(2), wrong_view(2)]
+    );
+    // Within the interval: no second request.
+    assert_eq!(
+        old_primary.step(T0.plus_us(999), msg(3, view1(3))),
+        vec![wrong_view(3)]
+    );
+    // The answer was lost: after the interval it asks again.
+    assert_eq!(
+        old_primary.step(T0.plus_us(1_000), msg(3, view1(3))),
+        vec![ask(3), wrong_view(3)]
+    );
+    // Replica 3 relays the NEW-VIEW of view 1's primary (replica 1).
+    let nv = s.signers[1]
+        .sign(pbft_types::NewView {
+            view: View(1),
+            view_changes: vec![
+                view_change_of(&s, 1, 1, vec![]),
+                view_change_of(&s, 2, 1, vec![]),
+                view_change_of(&s, 3, 1, vec![]),
+            ],
+            pre_prepares: vec![],
+        })
+        .unwrap();
+    let out = old_primary.step(T0.plus_us(1_000), msg(3, Message::NewView(nv.clone())));
+    assert!(
+        out.contains(&Output::ViewChanged {
+            view: View(1),
+            primary: ReplicaId(1)
+        }),
+        "{out:?}"
+    );
+    assert_eq!(
+        (old_primary.view(), old_primary.is_view_active()),
+        (View(1), true)
+    );
+    // A NEW-VIEW signed by a replica that is not the view's primary is not.
+    let mut other = s.replica(2);
+    let by_3 = s.signers[3]
+        .sign(pbft_types::NewView {
+            view: View(1),
+            view_changes: nv.value.view_changes.clone(),
+            pre_prepares: vec![],
+        })
+        .unwrap();
+    assert_eq!(
+        other.step(T0, msg(3, Message::NewView(by_3))),
+        vec![Output::Rejected {
+            from: Peer::Replica(ReplicaId(3)),
+            reason: Rejection::NotPrimary {
+                expected: ReplicaId(1),
+                got: ReplicaId(3)
+            },
+        }]
+    );
+    assert_eq!(other.view(), View(0));
+}
+
 #[test]
 fn the_new_primary_re_proposes_the_prepared_batch_and_backups_check_new_view() {
     let s = setup(4);

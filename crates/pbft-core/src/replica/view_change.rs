@@ -451,7 +451,11 @@ impl<A: Application> Replica<A> {
         let peer = Peer::Replica(from);
         let view = signed.value.view;
         let primary = self.config.primary(view);
-        if signed.signer != from || from != primary || from == self.id {
+        // PBFT 4.4: the NEW-VIEW is the new primary's signed message; any
+        // replica may relay it (the answer to `Fetch::NewView` comes from
+        // whichever peer was asked), and the signature, checked below,
+        // binds it to the primary.
+        if signed.signer != primary || primary == self.id {
             return self.reject(
                 peer,
                 Rejection::NotPrimary {
@@ -741,8 +745,15 @@ impl<A: Application> Replica<A> {
     /// A normal-case message of a view above ours: ask its sender once for
     /// the NEW-VIEW that installed it.
     pub(super) fn ask_new_view(&mut self, from: ReplicaId, view: View) {
-        if view > self.view && view > self.new_view_asked {
-            self.new_view_asked = view;
+        // Asked once per view, a lost request or answer (a peer still
+        // connecting after a restart, a dropped datagram) would leave this
+        // replica behind for good; asking every message would let a peer's
+        // flood make it flood. Once per retransmission interval while
+        // messages of a higher view keep arriving is both live and bounded.
+        let (asked, at) = self.new_view_asked;
+        let again = self.now.0 >= at.0.saturating_add(self.params.retransmit_interval_us);
+        if view > self.view && (view > asked || again) {
+            self.new_view_asked = (view.max(asked), self.now);
             self.outputs.push(Output::Send {
                 to: from,
                 message: Message::Fetch(Fetch::NewView),
