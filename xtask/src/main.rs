@@ -1,7 +1,8 @@
 //! `cargo xtask`: the one entry point for project automation.
 //!
 //! - `cargo xtask ci`: installs what this machine lacks (when it can), then
-//!   runs the format check, clippy with warnings denied, and every test.
+//!   runs the format check, clippy with warnings denied, every test, and the
+//!   short cluster test (`PBFT_CI_CLUSTER_TEST=0` skips it).
 //! - `cargo xtask demo`, `cluster-test`, `bench`: see `cargo xtask help`.
 //!
 //! It has no dependencies so that it builds in seconds on a fresh machine.
@@ -17,10 +18,17 @@ const HELP: &str = "\
 cargo xtask <command>
 
 Commands:
-  ci            install missing system packages, then fmt check, clippy -D warnings, all tests
-  demo          run a 4-replica cluster on loopback through a view change (not built yet)
-  cluster-test  run fault scenarios against real node processes (not built yet)
-  bench         throughput/latency sweep of a loopback cluster (not built yet)
+  ci            install missing system packages, then fmt check, clippy -D warnings, all tests,
+                the CI set of cluster-test scenarios (PBFT_CI_CLUSTER_TEST=0 skips it)
+  demo          a 4-replica cluster on loopback, a workload, the primary killed half way
+                (dev build; about a minute)
+  cluster-test  fault scenarios against real node processes, one verdict each (dev build)
+                [--scenario NAME|ci|all]... [--replicas N] [--seed S] [--duration SECS]
+                [--steps 'kill primary; hold; start same'] [--list] [--keep-logs] [--docker]
+                [--byzantine: also build pbft-node --features byzantine for the byz-* scenarios]
+  bench         throughput/latency sweep of a loopback cluster, table + CSV + SVG plot in
+                target/bench (RELEASE build) [--quick] [--clients 1,8] [--batches 16,256]
+                [--payloads 64,1024] [--window SECS] [--durability MODE] [--dev]
   image         build the pbft-node container image (FROM scratch, no base image pulled)
   help          this text
 ";
@@ -30,13 +38,9 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("image") => image::image(&args[1..]),
-        Some("demo") => not_built(
-            "demo",
-            "view change (issue 4: the demo kills the primary) and the demo driver (issue 9); \
-             meanwhile README.md shows how to run a cluster by hand",
-        ),
-        Some("cluster-test") => not_built("cluster-test", "the fault-injection harness (issue 9)"),
-        Some("bench") => not_built("bench", "the benchmark sweep (issue 9)"),
+        Some("demo") => harness("demo", &args[1..]),
+        Some("cluster-test") => harness("cluster-test", &args[1..]),
+        Some("bench") => harness("bench", &args[1..]),
         Some("help" | "-h" | "--help") | None => {
             print!("{HELP}");
             Ok(())
@@ -52,11 +56,145 @@ fn main() -> ExitCode {
     }
 }
 
-fn not_built(what: &str, needs: &str) -> Result<(), String> {
-    Err(format!(
-        "`cargo xtask {what}` is not built yet: it needs {needs}, which this revision does not \
-         have yet. Nothing was run."
-    ))
+/// Where cargo puts build outputs: `CARGO_TARGET_DIR` or `<root>/target`.
+fn target_dir(root: &Path) -> PathBuf {
+    match env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() {
+                dir
+            } else {
+                root.join(dir)
+            }
+        }
+        None => root.join("target"),
+    }
+}
+
+/// `cluster-test --byzantine`: builds `pbft-node` with its `byzantine`
+/// feature, keeps that binary as `pbft-node-byzantine`, and builds the
+/// default binary again (cargo keeps both, so later runs only copy).
+/// Returns the harness arguments that name it, or none (with a message)
+/// when this revision's node has no such feature.
+fn byzantine_build(root: &Path) -> Result<Vec<String>, String> {
+    let manifest = std::fs::read_to_string(root.join("bins/pbft-node/Cargo.toml"))
+        .map_err(|e| format!("reading bins/pbft-node/Cargo.toml: {e}"))?;
+    if !manifest
+        .lines()
+        .any(|l| l.trim_start().starts_with("byzantine"))
+    {
+        println!(
+            "== xtask cluster-test: pbft-node has no `byzantine` feature in this revision; \
+             the byz-* scenarios will report UNAVAILABLE"
+        );
+        return Ok(Vec::new());
+    }
+    println!("== xtask cluster-test: cargo build -p pbft-node --features byzantine");
+    run(Command::new(cargo()).args(["build", "-p", "pbft-node", "--features", "byzantine"]))?;
+    let dir = target_dir(root).join("debug");
+    let byzantine = dir.join("pbft-node-byzantine");
+    std::fs::copy(dir.join("pbft-node"), &byzantine)
+        .map_err(|e| format!("copying the byzantine build: {e}"))?;
+    run(Command::new(cargo()).args(["build", "-p", "pbft-node"]))?;
+    Ok(vec![
+        "--byzantine-node-bin".to_owned(),
+        byzantine.display().to_string(),
+    ])
+}
+
+/// The image `cluster-test --docker` builds and runs replicas in.
+const DOCKER_TEST_IMAGE: &str = "pbft-node:cluster-test";
+
+/// `demo`, `cluster-test` and `bench`: build `pbft-node` once, then run the
+/// harness (`tests/cluster`, package `pbft-cluster`) with it. The demo and
+/// cluster-test use the dev profile, like `cargo test` (dependencies are
+/// optimized in it, so RocksDB is not built twice); bench uses the release
+/// profile unless `--dev` is given.
+fn harness(command: &str, args: &[String]) -> Result<(), String> {
+    let root = workspace_root();
+    env::set_current_dir(&root).map_err(|e| format!("cannot enter {}: {e}", root.display()))?;
+    let mut args: Vec<String> = args.to_vec();
+    let release = if command == "bench" {
+        let dev = args.iter().any(|a| a == "--dev");
+        args.retain(|a| a != "--dev");
+        !dev
+    } else {
+        false
+    };
+    let profile: &[&str] = if release { &["--release"] } else { &[] };
+    let profile_dir = if release { "release" } else { "debug" };
+    if release {
+        println!(
+            "== xtask {command}: RELEASE build (cargo build --release; the first one builds RocksDB \
+             again for the release profile); pass --dev to measure the dev build"
+        );
+    }
+    println!(
+        "== xtask {command}: cargo build -p pbft-node {}",
+        profile.join(" ")
+    );
+    run(Command::new(cargo())
+        .args(["build", "-p", "pbft-node"])
+        .args(profile))?;
+    let node_bin = target_dir(&root).join(profile_dir).join("pbft-node");
+    if !node_bin.exists() {
+        return Err(format!("{} was not built", node_bin.display()));
+    }
+    let mut harness_args: Vec<String> = vec![
+        command.to_owned(),
+        "--node-bin".to_owned(),
+        node_bin.display().to_string(),
+    ];
+    if command == "cluster-test" && args.iter().any(|a| a == "--byzantine") {
+        args.retain(|a| a != "--byzantine");
+        harness_args.extend(byzantine_build(&root)?);
+    }
+    if command == "cluster-test" && args.iter().any(|a| a == "--docker") {
+        // The same dev binary as the process runs, staged with its shared
+        // libraries into a FROM-scratch image (`cargo xtask image`); fails
+        // with a clear message when no Docker engine answers.
+        args.retain(|a| a != "--docker");
+        println!("== xtask cluster-test: --docker: image {DOCKER_TEST_IMAGE} from the dev build");
+        image::image(&[
+            "--binary".to_owned(),
+            node_bin.display().to_string(),
+            "--tag".to_owned(),
+            DOCKER_TEST_IMAGE.to_owned(),
+        ])?;
+        harness_args.extend(["--docker-image".to_owned(), DOCKER_TEST_IMAGE.to_owned()]);
+    }
+    match command {
+        "cluster-test" => harness_args.extend([
+            "--work-dir".to_owned(),
+            target_dir(&root).join("cluster-test").display().to_string(),
+        ]),
+        "demo" => harness_args.extend([
+            "--work-dir".to_owned(),
+            target_dir(&root).join("demo").display().to_string(),
+        ]),
+        _ => {
+            let out = target_dir(&root).join("bench");
+            harness_args.extend([
+                "--work-dir".to_owned(),
+                out.join("run").display().to_string(),
+                "--out-dir".to_owned(),
+                out.display().to_string(),
+                "--build".to_owned(),
+                profile_dir.replace("debug", "dev"),
+            ]);
+        }
+    }
+    harness_args.extend(args);
+    println!(
+        "== xtask {command}: cargo run -p pbft-cluster {}-- {}",
+        if release { "--release " } else { "" },
+        harness_args.join(" ")
+    );
+    run(Command::new(cargo())
+        .args(["run", "-q", "-p", "pbft-cluster", "--bin", "pbft-cluster"])
+        .args(profile)
+        .arg("--")
+        .args(&harness_args))
 }
 
 fn workspace_root() -> PathBuf {
@@ -108,6 +246,15 @@ fn ci() -> Result<(), String> {
         println!("\n== xtask ci: {name}: cargo {}", args.join(" "));
         run(Command::new(cargo()).args(*args))?;
         timings.push((*name, t.elapsed().as_secs_f64()));
+    }
+    // The short cluster test (tests/cluster): real processes, real faults.
+    if env::var("PBFT_CI_CLUSTER_TEST").as_deref() == Ok("0") {
+        println!("\n== xtask ci: cluster-test skipped (PBFT_CI_CLUSTER_TEST=0)");
+    } else {
+        let t = Instant::now();
+        println!("\n== xtask ci: cluster-test (the CI set of fault scenarios)");
+        harness("cluster-test", &[])?;
+        timings.push(("cluster", t.elapsed().as_secs_f64()));
     }
     println!("\n== xtask ci: all steps passed");
     for (name, secs) in timings {

@@ -1,0 +1,408 @@
+//! `cargo xtask bench`: closed-loop clients against a 4-replica loopback
+//! cluster, sweeping batch size, request size and number of clients;
+//! prints a table, writes a CSV and a throughput-latency plot (SVG).
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pbft_client::Client;
+use pbft_core::KvOp;
+
+use crate::cluster::{Cluster, ClusterOptions, Protocol, Runtime};
+use crate::metrics::{cpu_ticks, ticks_per_second};
+use crate::{err, Result};
+
+/// The sweep.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// The `pbft-node` binary.
+    pub node_bin: PathBuf,
+    /// Where the clusters go.
+    pub work_dir: PathBuf,
+    /// Where the CSV and the plot go.
+    pub out_dir: PathBuf,
+    /// Replicas.
+    pub replicas: usize,
+    /// Numbers of closed-loop clients.
+    pub clients: Vec<usize>,
+    /// `batch_requests_max` values.
+    pub batches: Vec<usize>,
+    /// Request payload sizes, bytes.
+    pub payloads: Vec<usize>,
+    /// Warm-up before each window.
+    pub warmup: Duration,
+    /// Measurement window.
+    pub window: Duration,
+    /// `[storage] durability` (none: sync every write).
+    pub durability: Option<String>,
+    /// How the binaries were built (for the table).
+    pub build: String,
+}
+
+/// One measured point.
+#[derive(Clone, Debug)]
+pub struct Point {
+    /// Batch size.
+    pub batch: usize,
+    /// Payload bytes.
+    pub payload: usize,
+    /// Clients.
+    pub clients: usize,
+    /// Completed requests per second.
+    pub throughput: f64,
+    /// Latency p50, ms.
+    pub p50_ms: f64,
+    /// Latency p99, ms.
+    pub p99_ms: f64,
+    /// Requests that failed in the window.
+    pub errors: u64,
+    /// CPU of the load generator, % of one core.
+    pub loadgen_cpu: f64,
+    /// CPU of all replicas, % of one core.
+    pub nodes_cpu: f64,
+}
+
+impl Point {
+    /// The load generator's share of the CPU used.
+    #[must_use]
+    pub fn loadgen_share(&self) -> f64 {
+        let total = self.loadgen_cpu + self.nodes_cpu;
+        if total > 0.0 {
+            100.0 * self.loadgen_cpu / total
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The CSV header.
+pub const CSV_HEADER: &str = "batch,payload_bytes,clients,throughput_rps,p50_ms,p99_ms,errors,loadgen_cpu_pct,nodes_cpu_pct,loadgen_share_pct";
+
+/// One CSV line.
+#[must_use]
+pub fn csv_line(p: &Point) -> String {
+    format!(
+        "{},{},{},{:.1},{:.3},{:.3},{},{:.1},{:.1},{:.1}",
+        p.batch,
+        p.payload,
+        p.clients,
+        p.throughput,
+        p.p50_ms,
+        p.p99_ms,
+        p.errors,
+        p.loadgen_cpu,
+        p.nodes_cpu,
+        p.loadgen_share()
+    )
+}
+
+fn table_line(p: &Point) -> String {
+    format!(
+        "{:>6} {:>8} {:>8} {:>11.0} {:>9.2} {:>9.2} {:>7} {:>9.0}% {:>9.0}% {:>7.1}%",
+        p.batch,
+        p.payload,
+        p.clients,
+        p.throughput,
+        p.p50_ms,
+        p.p99_ms,
+        p.errors,
+        p.loadgen_cpu,
+        p.nodes_cpu,
+        p.loadgen_share()
+    )
+}
+
+fn table_header() -> String {
+    format!(
+        "{:>6} {:>8} {:>8} {:>11} {:>9} {:>9} {:>7} {:>10} {:>10} {:>8}",
+        "batch",
+        "payload",
+        "clients",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "loadgen",
+        "replicas",
+        "lg share"
+    )
+}
+
+/// Runs the sweep; returns the points.
+///
+/// # Errors
+/// When a cluster cannot start or the files cannot be written.
+pub async fn bench(opts: &BenchOptions) -> Result<Vec<Point>> {
+    std::fs::create_dir_all(&opts.out_dir)?;
+    let max_clients = opts.clients.iter().copied().max().unwrap_or(1);
+    let tps = ticks_per_second() as f64;
+    println!(
+        "bench: {} replicas on loopback, {} build, durability {}, closed-loop clients; warm-up {:.0} s, window {:.0} s per point",
+        opts.replicas,
+        opts.build,
+        opts.durability.as_deref().unwrap_or("sync-every-write (default)"),
+        opts.warmup.as_secs_f64(),
+        opts.window.as_secs_f64()
+    );
+    println!("{}", table_header());
+    let mut points = Vec::new();
+    for &batch in &opts.batches {
+        let dir = opts.work_dir.join(format!("batch-{batch}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut cluster = Cluster::create(ClusterOptions {
+            node_bin: opts.node_bin.clone(),
+            dir: dir.clone(),
+            replicas: opts.replicas,
+            clients: max_clients,
+            proxy: false,
+            protocol: Protocol {
+                batch_requests_max: batch as u64,
+                ..Protocol::node_defaults()
+            },
+            durability: opts.durability.clone(),
+            rust_log: "warn".into(),
+            seed: batch as u64,
+            byzantine_node_bin: None,
+            runtime: Runtime::Process,
+        })?;
+        cluster.start_all()?;
+        let mut clients = Vec::new();
+        for j in 0..max_clients {
+            let mut config = cluster.client_config(j)?;
+            config.request_timeout_ms = 10_000;
+            let c = Client::connect(config)
+                .await
+                .map_err(|e| err(format!("client {j}: {e}")))?;
+            clients.push(Arc::new(c));
+        }
+        for c in &clients {
+            if !c.wait_connected(cluster.n(), Duration::from_secs(30)).await {
+                return Err(err(format!(
+                    "a client could not connect; logs:\n{}",
+                    cluster.log_tail(10)
+                )));
+            }
+        }
+        for &payload in &opts.payloads {
+            for &n_clients in &opts.clients {
+                let point =
+                    measure(&cluster, &clients[..n_clients], batch, payload, opts, tps).await;
+                println!("{}", table_line(&point));
+                points.push(point);
+            }
+        }
+        cluster.poll();
+        for p in cluster.procs() {
+            for e in &p.unexpected_exits {
+                println!("bench: warning: {e}");
+            }
+        }
+        cluster.kill_all();
+        drop(cluster);
+        let _ = std::fs::remove_dir_all(&dir);
+        for c in clients {
+            if let Ok(c) = Arc::try_unwrap(c) {
+                c.shutdown().await;
+            }
+        }
+    }
+    let csv = opts.out_dir.join("bench.csv");
+    let mut text = format!("{CSV_HEADER}\n");
+    for p in &points {
+        let _ = writeln!(text, "{}", csv_line(p));
+    }
+    std::fs::write(&csv, text)?;
+    let svg = opts.out_dir.join("bench.svg");
+    plot(&points, &svg, &opts.build)?;
+    if let Some(best) = points
+        .iter()
+        .max_by(|a, b| a.throughput.total_cmp(&b.throughput))
+    {
+        println!(
+            "bench: peak {:.0} req/s (batch {}, {} B, {} clients; p50 {:.2} ms, p99 {:.2} ms)",
+            best.throughput, best.batch, best.payload, best.clients, best.p50_ms, best.p99_ms
+        );
+    }
+    println!("bench: wrote {} and {}", csv.display(), svg.display());
+    Ok(points)
+}
+
+async fn measure(
+    cluster: &Cluster,
+    clients: &[Arc<Client>],
+    batch: usize,
+    payload: usize,
+    opts: &BenchOptions,
+    tps: f64,
+) -> Point {
+    let stop = Arc::new(AtomicBool::new(false));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = clients
+        .iter()
+        .enumerate()
+        .map(|(c, client)| {
+            let client = client.clone();
+            let stop = stop.clone();
+            let measuring = measuring.clone();
+            tokio::spawn(async move {
+                let mut lat_us: Vec<u32> = Vec::new();
+                let mut errors = 0u64;
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let op = KvOp::Put {
+                        key: format!("b/{c}/{}", i % 1024).into_bytes(),
+                        value: vec![b'v'; payload],
+                    }
+                    .encode();
+                    i += 1;
+                    let t = Instant::now();
+                    let r = client.submit(op).await;
+                    if measuring.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
+                        match r {
+                            Ok(_) => lat_us
+                                .push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX)),
+                            Err(_) => errors += 1,
+                        }
+                    }
+                }
+                (lat_us, errors)
+            })
+        })
+        .collect();
+    tokio::time::sleep(opts.warmup).await;
+    let pids: Vec<u32> = cluster.procs().filter_map(|p| p.pid()).collect();
+    let me = std::process::id();
+    let node_ticks = |pids: &[u32]| pids.iter().filter_map(|p| cpu_ticks(*p)).sum::<u64>();
+    let (self0, nodes0) = (cpu_ticks(me).unwrap_or(0), node_ticks(&pids));
+    let t0 = Instant::now();
+    measuring.store(true, Ordering::Relaxed);
+    tokio::time::sleep(opts.window).await;
+    stop.store(true, Ordering::Relaxed);
+    let secs = t0.elapsed().as_secs_f64();
+    let (self1, nodes1) = (cpu_ticks(me).unwrap_or(0), node_ticks(&pids));
+    let mut lat = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        if let Ok((l, e)) = t.await {
+            lat.extend(l);
+            errors += e;
+        }
+    }
+    lat.sort_unstable();
+    let pct = |p: usize| {
+        lat.get((lat.len() * p / 100).min(lat.len().saturating_sub(1)))
+            .map_or(0.0, |v| f64::from(*v) / 1000.0)
+    };
+    let cpu = |ticks: u64| 100.0 * ticks as f64 / tps / secs.max(1e-9);
+    Point {
+        batch,
+        payload,
+        clients: clients.len(),
+        throughput: lat.len() as f64 / secs.max(1e-9),
+        p50_ms: pct(50),
+        p99_ms: pct(99),
+        errors,
+        loadgen_cpu: cpu(self1.saturating_sub(self0)),
+        nodes_cpu: cpu(nodes1.saturating_sub(nodes0)),
+    }
+}
+
+/// Writes the throughput-latency plot: p50 latency against throughput, one
+/// line per (batch size, payload), points in order of clients.
+///
+/// # Errors
+/// When the file cannot be written.
+pub fn plot(points: &[Point], path: &std::path::Path, build: &str) -> Result<()> {
+    use plotters::prelude::*;
+    let xmax = points.iter().map(|p| p.throughput).fold(1.0, f64::max) * 1.1;
+    let ymax = points.iter().map(|p| p.p50_ms).fold(0.1, f64::max) * 1.1;
+    let root = SVGBackend::new(path, (960, 600)).into_drawing_area();
+    let e = |e: &dyn std::fmt::Display| err(format!("plot: {e}"));
+    root.fill(&WHITE).map_err(|x| e(&x))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!("pbft: throughput vs p50 latency, 4 replicas on loopback ({build})"),
+            ("sans-serif", 20),
+        )
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..xmax, 0f64..ymax)
+        .map_err(|x| e(&x))?;
+    chart
+        .configure_mesh()
+        .x_desc("throughput (requests/s)")
+        .y_desc("p50 latency (ms)")
+        .draw()
+        .map_err(|x| e(&x))?;
+    let mut series: Vec<(usize, usize)> = points.iter().map(|p| (p.batch, p.payload)).collect();
+    series.dedup();
+    series.sort_unstable();
+    series.dedup();
+    for (i, (batch, payload)) in series.into_iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let mut pts: Vec<&Point> = points
+            .iter()
+            .filter(|p| p.batch == batch && p.payload == payload)
+            .collect();
+        pts.sort_by_key(|p| p.clients);
+        let xy: Vec<(f64, f64)> = pts.iter().map(|p| (p.throughput, p.p50_ms)).collect();
+        chart
+            .draw_series(LineSeries::new(xy.clone(), color.stroke_width(2)))
+            .map_err(|x| e(&x))?
+            .label(format!("batch {batch}, {payload} B"))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        chart
+            .draw_series(xy.into_iter().map(|p| Circle::new(p, 3, color.filled())))
+            .map_err(|x| e(&x))?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(|x| e(&x))?;
+    root.present().map_err(|x| e(&x))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn point(clients: usize, throughput: f64) -> Point {
+        Point {
+            batch: 16,
+            payload: 64,
+            clients,
+            throughput,
+            p50_ms: 1.5,
+            p99_ms: 4.0,
+            errors: 0,
+            loadgen_cpu: 20.0,
+            nodes_cpu: 180.0,
+        }
+    }
+
+    #[test]
+    fn csv_and_plot() {
+        let p = point(4, 1234.5);
+        assert!((p.loadgen_share() - 10.0).abs() < 1e-9);
+        assert_eq!(csv_line(&p), "16,64,4,1234.5,1.500,4.000,0,20.0,180.0,10.0");
+        assert_eq!(
+            CSV_HEADER.split(',').count(),
+            csv_line(&p).split(',').count()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plot.svg");
+        plot(&[point(1, 500.0), p, point(16, 3000.0)], &path, "test").unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg.starts_with("<svg"), "{}", &svg[..100.min(svg.len())]);
+        assert!(svg.contains("batch 16, 64 B"));
+    }
+}
