@@ -111,6 +111,12 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
             config.data_dir.display()
         ))
     })?;
+    if let pbft_storage::OpenReport::TornTailDropped { detail } = store.open_report() {
+        // FAULTS.md 20: a write cut short by a crash (never acknowledged
+        // with sync on every write) or a damaged tail; what follows it was
+        // dropped and the peers supply what this replica lacks.
+        tracing::warn!(%detail, "the store's write-ahead log ended in a torn record; dropped it");
+    }
     let recovered = store
         .recover()
         .map_err(|e| NodeError::Other(format!("reading the store: {e}")))?;
@@ -321,6 +327,11 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
             break Err(NodeError::Other(e));
         }
         gauge!("pbft_view").set(replica.view().0 as f64);
+        // From the replica itself, not only from `Executed` and
+        // `CheckpointStable` outputs: a state transfer moves both without
+        // executing batches one by one.
+        gauge!("pbft_last_executed_seq").set(replica.last_executed().0 as f64);
+        gauge!("pbft_stable_checkpoint_seq").set(replica.low_watermark().0 as f64);
         gauge!("pbft_primary").set(f64::from(config.cluster.primary(replica.view()).0));
         gauge!("pbft_peers_connected").set(mesh.connected_peers().len() as f64);
     };

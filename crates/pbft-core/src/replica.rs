@@ -851,6 +851,18 @@ impl<A: Application> Replica<A> {
         if view != self.view {
             if view > self.view {
                 self.ask_new_view(from, view);
+            } else {
+                // A replica that moved to a view alone (its VIEW-CHANGE
+                // found no quorum, e.g. it was cut off when its timer
+                // fired) waits for a NEW-VIEW that may never come, while
+                // the others go on in a lower view. It must not vote
+                // there (PBFT 4.4), but committed batches are final in
+                // every view: noting how far the others are lets its
+                // retransmission tick fetch them with their commit
+                // certificates, so its state keeps up until it rejoins.
+                // Clamped to the window: unverified input moves only what
+                // is fetched next, once per interval.
+                self.highest_seen = self.highest_seen.max(seq.min(self.high_watermark()));
             }
             return Err(Rejection::WrongView {
                 expected: self.view,

@@ -1492,6 +1492,44 @@ fn a_replica_behind_a_view_change_fetches_the_new_view_from_any_peer() {
     assert_eq!(other.view(), View(0));
 }
 
+/// A backup that moved to view 1 alone (its timer fired while the others
+/// stayed in view 0) refuses view-0 messages (PBFT 4.4: it promised not
+/// to vote there) but notes how far they go, and its retransmission tick
+/// fetches the committed batch, which is final in every view.
+#[test]
+fn a_replica_alone_in_a_higher_view_fetches_what_the_others_commit() {
+    let s = setup(4);
+    let mut ahead = s.replica(3);
+    ahead.step(
+        T0,
+        Input::ClientRequest {
+            from: CLIENT,
+            request: s.request(1),
+        },
+    );
+    ahead.step(Time(11_000), Input::TimerFired(Timer::ViewChange));
+    assert_eq!((ahead.view(), ahead.is_view_active()), (View(1), false));
+    let b = s.batch(&[1]);
+    let d = batch_digest(&b).unwrap();
+    assert_eq!(
+        ahead.step(Time(11_100), msg(2, Message::Commit(s.commit(2, 1, d)))),
+        rejected(
+            2,
+            Rejection::WrongView {
+                expected: View(1),
+                got: View(0)
+            }
+        )
+    );
+    let out = ahead.step(Time(12_000), Input::TimerFired(Timer::Retransmit));
+    assert!(
+        out.contains(&Output::Broadcast(Message::Fetch(
+            pbft_types::Fetch::Batch { seq: SeqNo(1) }
+        ))),
+        "{out:?}"
+    );
+}
+
 #[test]
 fn the_new_primary_re_proposes_the_prepared_batch_and_backups_check_new_view() {
     let s = setup(4);
