@@ -146,6 +146,11 @@ pub struct NodeProc {
     pub byzantine: Option<String>,
     /// Its container's name ([`Runtime::Docker`]).
     pub container: Option<String>,
+    /// While its store is on a small tmpfs ([`Cluster::fill_disk`]): where
+    /// the store was moved aside. An exit is then expected, not a crash.
+    pub full_disk: Option<PathBuf>,
+    /// Exits the harness expected (a full disk), described.
+    pub expected_exits: Vec<String>,
     /// The host pid of its container's main process, once known.
     host_pid: Option<u32>,
 }
@@ -411,6 +416,8 @@ impl Cluster {
                 byzantine: None,
                 container: container_name(&opts, i, 0),
                 host_pid: None,
+                full_disk: None,
+                expected_exits: Vec::new(),
             });
         }
         let proxy = if opts.proxy {
@@ -728,6 +735,113 @@ impl Cluster {
         Ok(())
     }
 
+    /// Moves stopped replica `i`'s store onto a tmpfs mounted at its data
+    /// directory with `room_bytes` free beyond what the store holds now, so
+    /// that its writes fail once it fills (ENOSPC). Needs root.
+    ///
+    /// # Errors
+    /// When it runs, or the mount or copy fails.
+    pub fn fill_disk(&mut self, i: usize, room_bytes: u64) -> Result<String> {
+        let node = self.node_mut(i)?;
+        if node.is_running() || node.full_disk.is_some() {
+            return Err(err(format!(
+                "replica {i} runs or is on a small disk already"
+            )));
+        }
+        let data = node.data_dir.clone();
+        let aside = data.with_extension("real-disk");
+        let used = dir_bytes(&data)?;
+        fs::rename(&data, &aside)?;
+        fs::create_dir_all(&data)?;
+        let size = used + room_bytes;
+        run_quiet(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}")])
+                .arg("pbft-disk-full")
+                .arg(&data),
+        )?;
+        node.full_disk = Some(aside.clone());
+        copy_dir(&aside, &data)?;
+        Ok(format!(
+            "store moved onto a {size}-byte tmpfs ({used} bytes used, {room_bytes} free)"
+        ))
+    }
+
+    /// Moves replica `i`'s store back from the tmpfs of
+    /// [`Cluster::fill_disk`] (it must have stopped) and unmounts it.
+    ///
+    /// # Errors
+    /// When it runs, or the copy or unmount fails.
+    pub fn heal_disk(&mut self, i: usize) -> Result<String> {
+        let node = self.node_mut(i)?;
+        if node.is_running() {
+            return Err(err(format!("replica {i} runs")));
+        }
+        let Some(aside) = node.full_disk.clone() else {
+            return Ok("its disk was not full".into());
+        };
+        let data = node.data_dir.clone();
+        let exits = node.expected_exits.join("; ");
+        fs::remove_dir_all(&aside)?;
+        fs::create_dir_all(&aside)?;
+        copy_dir(&data, &aside)?;
+        run_quiet(Command::new("umount").arg(&data))?;
+        fs::remove_dir(&data)?;
+        fs::rename(&aside, &data)?;
+        node.full_disk = None;
+        Ok(format!(
+            "stopped on the full disk ({exits}); store moved back"
+        ))
+    }
+
+    /// Tears the tail of replica `i`'s newest non-empty write-ahead log
+    /// file (RocksDB's `NNNNNN.log` in its data directory): cuts off the
+    /// last 40% of its final record region (at most 4 KiB, at least 1
+    /// byte), so the file ends in the middle of a record, as a write cut
+    /// short by power loss leaves it. The replica must not run. Returns
+    /// what was done.
+    ///
+    /// # Errors
+    /// When it runs, or it has no non-empty log file.
+    pub fn tear(&mut self, i: usize) -> Result<String> {
+        let node = self.node_mut(i)?;
+        if node.is_running() {
+            return Err(err(format!(
+                "replica {i} runs; stop it before tearing its log"
+            )));
+        }
+        let mut logs: Vec<(u64, PathBuf, u64)> = Vec::new();
+        for entry in fs::read_dir(&node.data_dir)? {
+            let path = entry?.path();
+            let Some(number) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".log"))
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let len = fs::metadata(&path)?.len();
+            if len > 0 {
+                logs.push((number, path, len));
+            }
+        }
+        let (_, path, len) = logs
+            .into_iter()
+            .max_by_key(|(number, _, _)| *number)
+            .ok_or_else(|| err(format!("replica {i} has no non-empty write-ahead log")))?;
+        let cut = (len * 2 / 5).clamp(1, 4096);
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&path)?
+            .set_len(len - cut)?;
+        Ok(format!(
+            "tore {} from {len} to {} bytes",
+            path.display(),
+            len - cut
+        ))
+    }
+
     /// Starts a twin of replica `j`: a second process with its identity,
     /// its own store, behind the proxy as copy 1 of `j`. Returns the copy.
     ///
@@ -768,6 +882,8 @@ impl Cluster {
             byzantine: None,
             container: container_name(&self.opts, j, 1),
             host_pid: None,
+            full_disk: None,
+            expected_exits: Vec::new(),
         };
         twin.child = Some(self.spawn(&twin)?);
         self.twins.push(twin);
@@ -796,7 +912,12 @@ impl Cluster {
             if let Some(child) = node.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
                     let label = node.label();
-                    node.unexpected_exits.push(format!(
+                    let exits = if node.full_disk.is_some() {
+                        &mut node.expected_exits
+                    } else {
+                        &mut node.unexpected_exits
+                    };
+                    exits.push(format!(
                         "{label} exited on its own with {status} (see {})",
                         node.log.display()
                     ));
@@ -980,5 +1101,56 @@ fn signal(pid: u32, name: &str) -> Result<()> {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.kill_all();
+        for node in &self.nodes {
+            if node.full_disk.is_some() {
+                let _ = Command::new("umount").arg(&node.data_dir).status();
+            }
+        }
+    }
+}
+
+/// Bytes in the files below `dir`.
+fn dir_bytes(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() {
+            dir_bytes(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
+}
+
+/// Copies the files below `from` into `to` (which exists).
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.metadata()?.is_dir() {
+            fs::create_dir_all(&target)?;
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs a command, its stderr in the error.
+fn run_quiet(command: &mut Command) -> Result<()> {
+    let out = command
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| err(format!("running {command:?}: {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(err(format!(
+            "{command:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
     }
 }

@@ -104,6 +104,12 @@ pub async fn run(scn: &Scenario, opts: &RunOptions) -> ScenarioReport {
     let started = Instant::now();
     let mut report = ScenarioReport::new(&scn.name, opts.seed);
     report.steps = crate::scenario::format_steps(&scn.steps);
+    if scn.needs == Needs::Root && !rustix::process::geteuid().is_root() {
+        report.verdict = Verdict::Unavailable(
+            "needs root: it mounts a small tmpfs under a replica's store to fill its disk".into(),
+        );
+        return report;
+    }
     if scn.needs == Needs::ByzantineBuild && opts.byzantine_node_bin.is_none() {
         report.verdict = Verdict::Unavailable(
             "needs a pbft-node built with `--features byzantine` (cargo xtask cluster-test \
@@ -437,6 +443,33 @@ impl Ctx<'_> {
                 let i = self.resolve(*t).await?;
                 self.cluster.wipe(i)?;
             }
+            Step::DiskFull(t) => {
+                let i = self.resolve(*t).await?;
+                let what = self.cluster.fill_disk(i, 2 << 20)?;
+                self.notes.push(format!("replica {i}: {what}"));
+            }
+            Step::DiskHeal(t) => {
+                let i = self.resolve(*t).await?;
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while self.cluster.nodes[i].is_running() && Instant::now() < deadline {
+                    self.sleep(Duration::from_millis(250)).await;
+                    self.cluster.poll();
+                }
+                if self.cluster.nodes[i].is_running() {
+                    self.violations.push(format!(
+                        "disk: replica {i} kept running for 60 s on a full disk (a failed write \
+                         must stop it)"
+                    ));
+                    self.cluster.kill(i)?;
+                }
+                let what = self.cluster.heal_disk(i)?;
+                self.notes.push(format!("replica {i}: {what}"));
+            }
+            Step::Tear(t) => {
+                let i = self.resolve(*t).await?;
+                let what = self.cluster.tear(i)?;
+                self.notes.push(format!("replica {i}: {what}"));
+            }
             Step::RestartAll => {
                 for i in 0..n {
                     self.cluster.kill(i)?;
@@ -552,6 +585,7 @@ impl Ctx<'_> {
             Step::DupReplay => self.dup_replay().await?,
             Step::EquivocatingClient(rounds) => self.equivocating_client(*rounds).await?,
             Step::TwinsSplit => {} // done before the workload started
+            Step::Impostors => self.impostors().await?,
             Step::Byzantine(strategy, t) => {
                 let i = self.resolve(*t).await?;
                 self.cluster.make_byzantine(i, strategy)?;
@@ -700,6 +734,103 @@ impl Ctx<'_> {
             "the equivocating client sent {rounds} pairs of requests ({sent} messages)"
         ));
         raw.shutdown().await;
+        Ok(())
+    }
+
+    /// Refusals of connections and handshakes, summed over the replicas.
+    async fn refusals(&self) -> u64 {
+        self.cluster
+            .all_metrics()
+            .await
+            .iter()
+            .flatten()
+            .map(|m| {
+                m.int("pbft_quic_connections_refused_total")
+                    + m.int("pbft_quic_handshakes_failed_total")
+            })
+            .sum()
+    }
+
+    /// FAULTS.md 15 (BRIEF invariant 6): three impostors try for a few
+    /// seconds; none may end up with a connection, and the replicas must
+    /// have refused them (their refusal counters grow, so the attempts did
+    /// reach them). Two live connections under one replica id are the
+    /// twins of `negative-twins`.
+    async fn impostors(&mut self) -> Result<()> {
+        use pbft_crypto::{SecretKey, TlsIdentity};
+        use pbft_quic::{ClientEndpoint, ClientEndpointConfig, Mesh, MeshConfig};
+        use pbft_types::{ClientEntry, ClientId, ReplicaId};
+
+        let e = |x: &dyn std::fmt::Display| err(format!("impostors: {x}"));
+        let before = self.refusals().await;
+        let cluster = self.cluster.config.clone();
+        // A client whose key no replica knows, on the client API.
+        let unknown = SecretKey::generate();
+        let rogue_id = ClientId(u64::MAX / 2);
+        let mut view = cluster.clone();
+        view.clients.push(ClientEntry {
+            id: rogue_id,
+            public_key: unknown.public_key(),
+        });
+        let view = view.validated().map_err(|x| e(&x))?;
+        let identity = TlsIdentity::generate(&unknown, "impostor-client").map_err(|x| e(&x))?;
+        let mut ec = ClientEndpointConfig::new(view, rogue_id, identity);
+        ec.bind = "127.0.0.1:0".parse().map_err(|_| err("address"))?;
+        let (client, _client_rx) = ClientEndpoint::start(ec).map_err(|x| e(&x))?;
+        // Replica 0's id on the mesh (it dials every other replica) with a
+        // configured client's key, and with a key nobody knows.
+        let mut meshes = Vec::new();
+        for (name, key) in [
+            ("client key as replica 0", self.cluster.client_key(0)?),
+            ("unknown key as replica 0", SecretKey::generate()),
+        ] {
+            let mut view = cluster.clone();
+            view.clients.retain(|c| c.public_key != key.public_key());
+            if let Some(r) = view.replicas.first_mut() {
+                r.public_key = key.public_key();
+            }
+            let view = view.validated().map_err(|x| e(&x))?;
+            let identity = TlsIdentity::generate(&key, "impostor-replica").map_err(|x| e(&x))?;
+            let mut mc = MeshConfig::new(view, ReplicaId(0), identity);
+            mc.accept_clients = false;
+            mc.socket = Some(std::net::UdpSocket::bind("127.0.0.1:0")?);
+            let (mesh, rx) = Mesh::start(mc).map_err(|x| e(&x))?;
+            meshes.push((name, mesh, rx));
+        }
+        self.sleep(Duration::from_secs(3)).await;
+        let mut admitted = Vec::new();
+        if !client.connected_peers().is_empty() {
+            admitted.push(format!(
+                "a client with an unknown key reached {:?}",
+                client.connected_peers()
+            ));
+        }
+        for (name, mesh, _) in &meshes {
+            if !mesh.connected_peers().is_empty() {
+                admitted.push(format!("{name} reached {:?}", mesh.connected_peers()));
+            }
+        }
+        client.shutdown().await;
+        for (_, mesh, _) in meshes {
+            mesh.shutdown().await;
+        }
+        let refused = self.refusals().await.saturating_sub(before);
+        for a in &admitted {
+            self.violations
+                .push(format!("identity: {a} (FAULTS.md 15: must be refused)"));
+        }
+        if refused == 0 {
+            self.violations.push(
+                "identity: the replicas counted no refused connection or handshake while three \
+                 impostors tried for 3 s (pbft_quic_connections_refused_total, \
+                 pbft_quic_handshakes_failed_total)"
+                    .into(),
+            );
+        }
+        self.notes.push(format!(
+            "impostors: 3 tried for 3 s, {} admitted, {refused} refusals counted by the replicas",
+            admitted.len()
+        ));
         Ok(())
     }
 

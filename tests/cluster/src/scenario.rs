@@ -13,6 +13,7 @@
 //!          | 'link' ('all' | 'clients' | TARGET TARGET) RULE*
 //!          | 'heal' | 'garbage' N | 'slow-client' ('start' | 'stop')
 //!          | 'dup-put' | 'dup-replay' | 'equivocating-client' N | 'twins-split'
+//!          | 'impostors' | 'tear' TARGET | 'disk-full' TARGET | 'disk-heal' TARGET
 //!          | 'byzantine' BEHAVIOUR TARGET
 //! TARGET  := 'primary' | 'backup'K | 'r'K | 'random' | 'same'
 //! RULE    := 'loss='P | 'dup='P | 'delay='MS | 'jitter='MS
@@ -73,6 +74,16 @@ pub enum Step {
     Resume(Target),
     /// Delete the store of a stopped replica.
     Wipe(Target),
+    /// Cut the tail of the newest write-ahead log file of a stopped
+    /// replica in the middle of a record (a torn write; FAULTS.md 20).
+    Tear(Target),
+    /// Put a stopped replica's store on a tmpfs with 2 MiB of room left,
+    /// so that a write fails once it fills (FAULTS.md 20); the replica
+    /// must stop rather than go on. Needs root.
+    DiskFull(Target),
+    /// Wait (up to 60 s) for the replica on a full disk to stop, then move
+    /// its store back to the real disk.
+    DiskHeal(Target),
     /// kill -9 every replica, then start them all.
     RestartAll,
     /// kill -9 and restart each replica in turn, in id order.
@@ -110,6 +121,10 @@ pub enum Step {
     TwinsSplit,
     /// A replica built with scripted misbehaviour.
     Byzantine(String, Target),
+    /// Identities that must be refused (FAULTS.md 15): a client with an
+    /// unknown key, a configured client's key claiming a replica id on the
+    /// mesh, an unknown key claiming a replica id.
+    Impostors,
 }
 
 fn fmt_dur(d: Duration) -> String {
@@ -143,6 +158,9 @@ impl fmt::Display for Step {
             Self::Pause(t) => write!(f, "pause {t}"),
             Self::Resume(t) => write!(f, "resume {t}"),
             Self::Wipe(t) => write!(f, "wipe {t}"),
+            Self::Tear(t) => write!(f, "tear {t}"),
+            Self::DiskFull(t) => write!(f, "disk-full {t}"),
+            Self::DiskHeal(t) => write!(f, "disk-heal {t}"),
             Self::RestartAll => f.write_str("restart-all"),
             Self::Rolling => f.write_str("rolling"),
             Self::Reverse => f.write_str("reverse"),
@@ -179,6 +197,7 @@ impl fmt::Display for Step {
             Self::EquivocatingClient(n) => write!(f, "equivocating-client {n}"),
             Self::TwinsSplit => f.write_str("twins-split"),
             Self::Byzantine(b, t) => write!(f, "byzantine {b} {t}"),
+            Self::Impostors => f.write_str("impostors"),
         }
     }
 }
@@ -273,6 +292,9 @@ pub fn parse_step(text: &str) -> Result<Step, String> {
         "pause" => Step::Pause(parse_target(tokens.next())?),
         "resume" => Step::Resume(parse_target(tokens.next())?),
         "wipe" => Step::Wipe(parse_target(tokens.next())?),
+        "tear" => Step::Tear(parse_target(tokens.next())?),
+        "disk-full" => Step::DiskFull(parse_target(tokens.next())?),
+        "disk-heal" => Step::DiskHeal(parse_target(tokens.next())?),
         "restart-all" => Step::RestartAll,
         "rolling" => Step::Rolling,
         "reverse" => Step::Reverse,
@@ -332,6 +354,7 @@ pub fn parse_step(text: &str) -> Result<Step, String> {
                 .ok_or("equivocating-client needs a number of rounds")?,
         ),
         "twins-split" => Step::TwinsSplit,
+        "impostors" => Step::Impostors,
         "byzantine" => {
             let b = tokens.next().ok_or("byzantine needs a behaviour")?;
             Step::Byzantine(b.to_owned(), parse_target(tokens.next())?)
@@ -364,6 +387,9 @@ pub enum Needs {
     Nothing,
     /// The view change (the primary is lost, paused or cut off).
     ViewChange,
+    /// Root (it mounts a tmpfs): without it the scenario is reported as
+    /// unavailable.
+    Root,
     /// A node built with the `byzantine` feature (`cargo xtask cluster-test
     /// --byzantine`): without one the scenario is reported as unavailable,
     /// never as passed.
@@ -445,8 +471,16 @@ const CATALOG: &[Entry] = &[
      "one clogged link: heavy delay and loss between the primary and a backup"),
     ("garbage", &[14], Needs::Nothing, Expect::Pass, "garbage 3000; hold; garbage 3000",
      "garbage datagrams (random, QUIC-shaped) at every replica's ports"),
+    ("impostors", &[15], Needs::Nothing, Expect::Pass, "impostors; hold; impostors",
+     "an unknown client certificate, a client's certificate claiming a replica id, an unknown key claiming one: all refused while the cluster serves"),
     ("wipe-backup", &[19], Needs::Nothing, Expect::Pass, "kill backup0; wipe same; start same; hold",
      "a backup loses its whole store (f replicas) and catches up"),
+    ("torn-tail", &[19, 20], Needs::Nothing, Expect::Pass,
+     "kill backup0; tear same; start same; hold; kill primary; tear same; start same; hold",
+     "a backup, then the primary, lose the tail of their write-ahead log mid-record (one at a time: f replicas); each drops the torn record and catches up"),
+    ("disk-full", &[20], Needs::Root, Expect::Pass,
+     "kill backup0; disk-full same; start same; disk-heal same; start same; hold",
+     "a backup's disk fills up: its store's write fails and it must stop, not go on; with room again it restarts and catches up"),
     ("lagging-replica", &[21], Needs::Nothing, Expect::Pass,
      "isolate-replicas backup1; hold; wait 3s; heal; hold",
      "a backup misses several checkpoints, then catches up by state transfer"),
@@ -509,15 +543,21 @@ pub const CI_SET: &[&str] = &[
     "kill-backup",
     "kill-primary",
     "pause-primary",
+    "primary-mute",
     "lagging-replica",
     "lossy-links",
     "client-retries",
     "garbage",
+    "impostors",
+    "torn-tail",
+    "disk-full",
+    "byz-equivocating-primary",
+    "byz-forged-view-change",
     "negative-twins",
 ];
 
 /// Resolves `--scenario` arguments: names, comma-separated lists, `ci`
-/// (the CI set), `all` (every scenario a default build can run).
+/// (the CI set), `all` (every scenario).
 ///
 /// # Errors
 /// An unknown name, with the list of known ones.
@@ -540,11 +580,7 @@ pub fn select(args: &[String]) -> Result<Vec<Scenario>, String> {
                 .filter(|s| CI_SET.contains(&s.name.as_str()))
                 .cloned()
                 .collect(),
-            "all" => all
-                .iter()
-                .filter(|s| s.needs != Needs::ByzantineBuild)
-                .cloned()
-                .collect(),
+            "all" => all.clone(),
             _ => vec![all
                 .iter()
                 .find(|s| s.name == name)
@@ -661,7 +697,7 @@ mod tests {
             ["kill-backup", "garbage"]
         );
         let all = select(&["all".into()]).unwrap();
-        assert!(all.iter().all(|s| s.needs != Needs::ByzantineBuild));
+        assert_eq!(all.len(), catalog().len());
         assert!(all.iter().any(|s| s.expect == Expect::Violation));
         let byz = select(&["byz-double-vote".into()]).unwrap();
         assert_eq!(byz[0].needs, Needs::ByzantineBuild);

@@ -218,6 +218,7 @@ fn list() {
             Needs::Nothing => "",
             Needs::ViewChange => " [needs view change]",
             Needs::ByzantineBuild => " [needs the byzantine node build: --byzantine]",
+            Needs::Root => " [needs root: mounts a tmpfs]",
         };
         let expect = if s.expect == Expect::Violation {
             " [negative control: must fail the checks]"
@@ -240,7 +241,8 @@ fn list() {
     println!(
         "\nstep language: wait 2s | hold | kill|start|term|pause|resume|wipe TARGET | restart-all | rolling | reverse\n\
          | isolate TARGET | isolate-replicas TARGET | split K | cut FROM TO | link all|clients|FROM TO loss=P dup=P delay=MS jitter=MS\n\
-         | heal | garbage N | slow-client start|stop | dup-put | dup-replay | twins-split;  TARGET: primary | backupK | rK | random | same"
+         | heal | garbage N | slow-client start|stop | dup-put | dup-replay | twins-split | impostors\n\
+         | byzantine STRATEGY TARGET;  TARGET: primary | backupK | rK | random | same"
     );
 }
 
