@@ -227,6 +227,7 @@ async fn run_in(
 impl Ctx<'_> {
     async fn run(&mut self) -> Result<()> {
         let twins = self.scn.steps.contains(&Step::TwinsSplit);
+        let twin_primary = self.scn.steps.contains(&Step::TwinsPrimary);
         // Leading `byzantine` steps choose replicas before anything runs
         // (view 0: the primary is replica 0).
         let leading = self
@@ -255,6 +256,9 @@ impl Ctx<'_> {
         self.cluster.start_all()?;
         if twins {
             self.twins_split()?;
+        }
+        if twin_primary {
+            self.twins_primary()?;
         }
         self.step = "connecting".into();
         let mut clients = Vec::new();
@@ -584,7 +588,7 @@ impl Ctx<'_> {
             Step::DupPut => self.dup_put().await?,
             Step::DupReplay => self.dup_replay().await?,
             Step::EquivocatingClient(rounds) => self.equivocating_client(*rounds).await?,
-            Step::TwinsSplit => {} // done before the workload started
+            Step::TwinsSplit | Step::TwinsPrimary => {} // done before the workload started
             Step::Impostors => self.impostors().await?,
             Step::Byzantine(strategy, t) => {
                 let i = self.resolve(*t).await?;
@@ -643,6 +647,61 @@ impl Ctx<'_> {
         })?;
         self.notes.push(
             "twins: replicas 0 and 1 run twice; {0, 1, 2} and {0', 1', 3} each form a quorum"
+                .into(),
+        );
+        Ok(())
+    }
+
+    /// Twins of replica 0 with f = 1 (Twins, Bano et al. 2021): copy 0
+    /// with replica 1, copy 1 with replicas 2.. (a quorum), links between
+    /// the two groups cut; each client reaches every replica but one copy
+    /// of replica 0 (by parity). One Byzantine identity: every check must
+    /// pass.
+    fn twins_primary(&mut self) -> Result<()> {
+        let n = u32::try_from(self.cluster.n()).unwrap_or(0);
+        if n < 4 {
+            return Err(err("twins-primary needs at least 4 replicas"));
+        }
+        self.cluster.add_twin(0)?;
+        let side_of_replica = |id: u32, copy: u8| -> u8 {
+            match id {
+                0 => copy,
+                1 => 0,
+                _ => 1,
+            }
+        };
+        let mut sources = vec![
+            Source::Replica { id: 0, copy: 0 },
+            Source::Replica { id: 0, copy: 1 },
+        ];
+        sources.extend((1..n).map(|id| Source::Replica { id, copy: 0 }));
+        let clients: Vec<Source> = (0..(self.opts.clients as u64 + 3))
+            .map(Source::Client)
+            .collect();
+        self.proxy_update(|rules| {
+            for s in &sources {
+                let Source::Replica { id, copy } = *s else {
+                    continue;
+                };
+                let side = side_of_replica(id, copy);
+                for j in 0..n {
+                    let route = if j == 0 {
+                        Some(side)
+                    } else if side_of_replica(j, 0) == side {
+                        Some(0)
+                    } else {
+                        None
+                    };
+                    rules.set_route(*s, j, route);
+                }
+            }
+            for s in &clients {
+                let Source::Client(c) = *s else { continue };
+                rules.set_route(*s, 0, Some(u8::from(c % 2 == 1)));
+            }
+        })?;
+        self.notes.push(
+            "twins: replica 0 runs twice; {0, 1} and {0', 2..} are cut apart, clients reach one copy each"
                 .into(),
         );
         Ok(())

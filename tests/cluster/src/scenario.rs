@@ -13,7 +13,7 @@
 //!          | 'link' ('all' | 'clients' | TARGET TARGET) RULE*
 //!          | 'heal' | 'garbage' N | 'slow-client' ('start' | 'stop')
 //!          | 'dup-put' | 'dup-replay' | 'equivocating-client' N | 'twins-split'
-//!          | 'impostors' | 'tear' TARGET | 'disk-full' TARGET | 'disk-heal' TARGET
+//!          | 'twins-primary' | 'impostors' | 'tear' TARGET | 'disk-full' TARGET | 'disk-heal' TARGET
 //!          | 'byzantine' BEHAVIOUR TARGET
 //! TARGET  := 'primary' | 'backup'K | 'r'K | 'random' | 'same'
 //! RULE    := 'loss='P | 'dup='P | 'delay='MS | 'jitter='MS
@@ -121,6 +121,11 @@ pub enum Step {
     TwinsSplit,
     /// A replica built with scripted misbehaviour.
     Byzantine(String, Target),
+    /// A twin of replica 0 (the primary of view 0): f = 1 Byzantine
+    /// identity equivocating through two honest copies. Copy 0 sits with
+    /// replica 1, copy 1 with the others; each client reaches one copy and
+    /// every other replica. Runs before the workload starts.
+    TwinsPrimary,
     /// Identities that must be refused (FAULTS.md 15): a client with an
     /// unknown key, a configured client's key claiming a replica id on the
     /// mesh, an unknown key claiming a replica id.
@@ -196,6 +201,7 @@ impl fmt::Display for Step {
             Self::DupReplay => f.write_str("dup-replay"),
             Self::EquivocatingClient(n) => write!(f, "equivocating-client {n}"),
             Self::TwinsSplit => f.write_str("twins-split"),
+            Self::TwinsPrimary => f.write_str("twins-primary"),
             Self::Byzantine(b, t) => write!(f, "byzantine {b} {t}"),
             Self::Impostors => f.write_str("impostors"),
         }
@@ -354,6 +360,7 @@ pub fn parse_step(text: &str) -> Result<Step, String> {
                 .ok_or("equivocating-client needs a number of rounds")?,
         ),
         "twins-split" => Step::TwinsSplit,
+        "twins-primary" => Step::TwinsPrimary,
         "impostors" => Step::Impostors,
         "byzantine" => {
             let b = tokens.next().ok_or("byzantine needs a behaviour")?;
@@ -494,6 +501,8 @@ const CATALOG: &[Entry] = &[
      "a client sends different requests under one request number to the two halves of the replicas"),
     ("slow-client", &[25], Needs::Nothing, Expect::Pass, "slow-client start; hold; slow-client stop",
      "a client floods requests and never reads a reply"),
+    ("byz-twins", &[1], Needs::Nothing, Expect::Pass, "twins-primary; hold",
+     "twins of the primary (one Byzantine identity, two honest copies in two partitions) equivocate; the checks must pass"),
     ("negative-twins", &[26], Needs::Nothing, Expect::Violation, "twins-split; hold",
      "negative control: twins of replicas 0 and 1 (f + 1 Byzantine) split the cluster; the checks must fail"),
     ("byz-equivocating-primary", &[1], Needs::ByzantineBuild, Expect::Pass, "byzantine equivocating-primary primary; hold",
