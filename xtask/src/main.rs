@@ -221,11 +221,18 @@ struct SystemPackage {
     needed_if: &'static str,
 }
 
-const SYSTEM_PACKAGES: &[SystemPackage] = &[SystemPackage {
-    name: "libclang-dev",
-    why: "bindgen in librocksdb-sys (pbft-storage) needs libclang",
-    needed_if: "crates/pbft-storage",
-}];
+const SYSTEM_PACKAGES: &[SystemPackage] = &[
+    SystemPackage {
+        name: "libclang-dev",
+        why: "bindgen in librocksdb-sys (pbft-storage) needs libclang",
+        needed_if: "crates/pbft-storage",
+    },
+    SystemPackage {
+        name: "faketime",
+        why: "cluster-test's clock-jumps scenario preloads libfaketime into replicas",
+        needed_if: "tests/cluster",
+    },
+];
 
 fn ci() -> Result<(), String> {
     let root = workspace_root();

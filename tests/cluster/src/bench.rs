@@ -167,6 +167,7 @@ pub async fn bench(opts: &BenchOptions) -> Result<Vec<Point>> {
             seed: batch as u64,
             byzantine_node_bin: None,
             runtime: Runtime::Process,
+            faketime: false,
         })?;
         cluster.start_all()?;
         let mut clients = Vec::new();

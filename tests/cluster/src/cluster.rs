@@ -87,6 +87,21 @@ pub struct ClusterOptions {
     pub byzantine_node_bin: Option<PathBuf>,
     /// Where the replicas run.
     pub runtime: Runtime,
+    /// Preload libfaketime into every replica process, with its wall-clock
+    /// offset in `replica-i/faketime` ([`Cluster::clock_step`]).
+    pub faketime: bool,
+}
+
+/// libfaketime's multi-threaded build, where Debian's `faketime` package
+/// puts it.
+#[must_use]
+pub fn faketime_lib() -> Option<PathBuf> {
+    let dir = Path::new("/usr/lib");
+    fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("faketime/libfaketimeMT.so.1"))
+        .find(|p| p.is_file())
 }
 
 /// Where replica processes run.
@@ -507,6 +522,21 @@ impl Cluster {
             }
             None => Command::new(&self.opts.node_bin),
         };
+        if self.opts.faketime {
+            let lib = faketime_lib().ok_or_else(|| err("libfaketime is not installed"))?;
+            let file = node.config.with_file_name("faketime");
+            if !file.exists() {
+                fs::write(&file, "+0\n")?;
+            }
+            // Wall clock only (an NTP step): CLOCK_MONOTONIC, which the
+            // node's timers use, never jumps. The offset file is read
+            // again at most once a second.
+            command
+                .env("LD_PRELOAD", lib)
+                .env("FAKETIME_TIMESTAMP_FILE", &file)
+                .env("FAKETIME_CACHE_DURATION", "1")
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        }
         command
             .args(["run", "--config"])
             .arg(&node.config)
@@ -792,6 +822,28 @@ impl Cluster {
         Ok(format!(
             "stopped on the full disk ({exits}); store moved back"
         ))
+    }
+
+    /// Steps replica `i`'s wall clock by `seconds` (libfaketime reads the
+    /// new offset within a second; a restart keeps it). Returns the offset
+    /// from real time now.
+    ///
+    /// # Errors
+    /// Without [`ClusterOptions::faketime`], or when the file cannot be
+    /// written.
+    pub fn clock_step(&mut self, i: usize, seconds: i64) -> Result<i64> {
+        if !self.opts.faketime {
+            return Err(err("clock steps need the cluster made with faketime"));
+        }
+        let node = self.node_mut(i)?;
+        let file = node.config.with_file_name("faketime");
+        let now: i64 = fs::read_to_string(&file)
+            .ok()
+            .and_then(|s| s.trim().trim_start_matches('+').parse().ok())
+            .unwrap_or(0);
+        let offset = now.saturating_add(seconds);
+        fs::write(&file, format!("{offset:+}\n"))?;
+        Ok(offset)
     }
 
     /// Tears the tail of replica `i`'s newest non-empty write-ahead log

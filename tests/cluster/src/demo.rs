@@ -79,6 +79,7 @@ pub async fn demo(opts: &DemoOptions) -> Result<DemoSummary> {
         seed: opts.seed,
         byzantine_node_bin: None,
         runtime: Runtime::Process,
+        faketime: false,
     })?;
     let n = cluster.n();
     println!(

@@ -104,6 +104,22 @@ pub async fn run(scn: &Scenario, opts: &RunOptions) -> ScenarioReport {
     let started = Instant::now();
     let mut report = ScenarioReport::new(&scn.name, opts.seed);
     report.steps = crate::scenario::format_steps(&scn.steps);
+    if scn.needs == Needs::Faketime {
+        if crate::cluster::faketime_lib().is_none() {
+            report.verdict = Verdict::Unavailable(
+                "needs libfaketime (Debian package faketime; `cargo xtask ci` installs it)".into(),
+            );
+            return report;
+        }
+        if opts.runtime != Runtime::Process {
+            report.verdict = Verdict::Unavailable(
+                "clock jumps preload libfaketime, which the FROM-scratch image does not hold; \
+                 run without --docker"
+                    .into(),
+            );
+            return report;
+        }
+    }
     if scn.needs == Needs::Root && !rustix::process::geteuid().is_root() {
         report.verdict = Verdict::Unavailable(
             "needs root: it mounts a small tmpfs under a replica's store to fill its disk".into(),
@@ -151,6 +167,7 @@ async fn run_in(
         seed: opts.seed,
         byzantine_node_bin: opts.byzantine_node_bin.clone(),
         runtime: opts.runtime.clone(),
+        faketime: scn.needs == Needs::Faketime,
     })?;
     let mut ctx = Ctx {
         opts,
@@ -468,6 +485,13 @@ impl Ctx<'_> {
                 }
                 let what = self.cluster.heal_disk(i)?;
                 self.notes.push(format!("replica {i}: {what}"));
+            }
+            Step::Clock(t, seconds) => {
+                let i = self.resolve(*t).await?;
+                let offset = self.cluster.clock_step(i, *seconds)?;
+                self.notes.push(format!(
+                    "replica {i}: wall clock stepped {seconds:+} s (now {offset:+} s from real time)"
+                ));
             }
             Step::Tear(t) => {
                 let i = self.resolve(*t).await?;

@@ -13,7 +13,7 @@
 //!          | 'link' ('all' | 'clients' | TARGET TARGET) RULE*
 //!          | 'heal' | 'garbage' N | 'slow-client' ('start' | 'stop')
 //!          | 'dup-put' | 'dup-replay' | 'equivocating-client' N | 'twins-split'
-//!          | 'twins-primary' | 'impostors' | 'tear' TARGET | 'disk-full' TARGET | 'disk-heal' TARGET
+//!          | 'twins-primary' | 'impostors' | 'tear' TARGET | 'clock' TARGET SECONDS | 'disk-full' TARGET | 'disk-heal' TARGET
 //!          | 'byzantine' BEHAVIOUR TARGET
 //! TARGET  := 'primary' | 'backup'K | 'r'K | 'random' | 'same'
 //! RULE    := 'loss='P | 'dup='P | 'delay='MS | 'jitter='MS
@@ -74,6 +74,9 @@ pub enum Step {
     Resume(Target),
     /// Delete the store of a stopped replica.
     Wipe(Target),
+    /// Step a replica's wall clock (CLOCK_REALTIME, as an NTP step does)
+    /// by a signed number of seconds, through libfaketime (FAULTS.md 22).
+    Clock(Target, i64),
     /// Cut the tail of the newest write-ahead log file of a stopped
     /// replica in the middle of a record (a torn write; FAULTS.md 20).
     Tear(Target),
@@ -164,6 +167,7 @@ impl fmt::Display for Step {
             Self::Resume(t) => write!(f, "resume {t}"),
             Self::Wipe(t) => write!(f, "wipe {t}"),
             Self::Tear(t) => write!(f, "tear {t}"),
+            Self::Clock(t, s) => write!(f, "clock {t} {s:+}"),
             Self::DiskFull(t) => write!(f, "disk-full {t}"),
             Self::DiskHeal(t) => write!(f, "disk-heal {t}"),
             Self::RestartAll => f.write_str("restart-all"),
@@ -299,6 +303,14 @@ pub fn parse_step(text: &str) -> Result<Step, String> {
         "resume" => Step::Resume(parse_target(tokens.next())?),
         "wipe" => Step::Wipe(parse_target(tokens.next())?),
         "tear" => Step::Tear(parse_target(tokens.next())?),
+        "clock" => {
+            let t = parse_target(tokens.next())?;
+            let s = tokens
+                .next()
+                .and_then(|s| s.trim_start_matches('+').parse::<i64>().ok())
+                .ok_or("clock needs a signed number of seconds (+3600, -60)")?;
+            Step::Clock(t, s)
+        }
         "disk-full" => Step::DiskFull(parse_target(tokens.next())?),
         "disk-heal" => Step::DiskHeal(parse_target(tokens.next())?),
         "restart-all" => Step::RestartAll,
@@ -397,6 +409,9 @@ pub enum Needs {
     /// Root (it mounts a tmpfs): without it the scenario is reported as
     /// unavailable.
     Root,
+    /// libfaketime (Debian's `faketime`) and local processes: replicas run
+    /// with it preloaded; without it the scenario is unavailable.
+    Faketime,
     /// A node built with the `byzantine` feature (`cargo xtask cluster-test
     /// --byzantine`): without one the scenario is reported as unavailable,
     /// never as passed.
@@ -485,6 +500,9 @@ const CATALOG: &[Entry] = &[
     ("torn-tail", &[19, 20], Needs::Nothing, Expect::Pass,
      "kill backup0; tear same; start same; hold; kill primary; tear same; start same; hold",
      "a backup, then the primary, lose the tail of their write-ahead log mid-record (one at a time: f replicas); each drops the torn record and catches up"),
+    ("clock-jumps", &[22], Needs::Faketime, Expect::Pass,
+     "clock backup0 +34560000; hold; kill same; start same; hold; clock same -69120000; kill same; start same; hold; clock primary +34560000; hold",
+     "a backup's wall clock steps 400 days ahead, then 400 days behind real time, restarting each time (new TLS certificates dated by the skewed clock); then the primary's steps ahead"),
     ("disk-full", &[20], Needs::Root, Expect::Pass,
      "kill backup0; disk-full same; start same; disk-heal same; start same; hold",
      "a backup's disk fills up: its store's write fails and it must stop, not go on; with room again it restarts and catches up"),
@@ -560,6 +578,7 @@ pub const CI_SET: &[&str] = &[
     "impostors",
     "torn-tail",
     "disk-full",
+    "clock-jumps",
     "byz-equivocating-primary",
     "byz-forged-view-change",
     "negative-twins",

@@ -219,6 +219,7 @@ fn list() {
             Needs::ViewChange => " [needs view change]",
             Needs::ByzantineBuild => " [needs the byzantine node build: --byzantine]",
             Needs::Root => " [needs root: mounts a tmpfs]",
+            Needs::Faketime => " [needs libfaketime (Debian: faketime) and local processes]",
         };
         let expect = if s.expect == Expect::Violation {
             " [negative control: must fail the checks]"
