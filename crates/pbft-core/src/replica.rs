@@ -766,12 +766,19 @@ impl<A: Application> Replica<A> {
         if self.params.request_auth == RequestAuth::Channel || fresh.is_empty() {
             return fresh;
         }
-        let keys: Vec<(ClientId, RequestNo)> = fresh
+        self.verified_client_requests(fresh)
+    }
+
+    /// Client signatures checked in one ed25519 batch: the authentic
+    /// requests in their order; each forged one is rejected with
+    /// [`Rejection::BadRequestSignature`].
+    fn verified_client_requests(&mut self, requests: Vec<ClientRequest>) -> Vec<ClientRequest> {
+        let keys: Vec<(ClientId, RequestNo)> = requests
             .iter()
             .map(|r| (r.signer, r.value.request_no))
             .collect();
-        self.stats.request_signatures_verified += fresh.len() as u64;
-        let results = self.keyring.verify_batch(fresh);
+        self.stats.request_signatures_verified += requests.len() as u64;
+        let results = self.keyring.verify_batch(requests);
         let mut out = Vec::with_capacity(results.len());
         for (result, (client, request_no)) in results.into_iter().zip(keys) {
             match result {
@@ -1872,18 +1879,8 @@ impl<A: Application> Replica<A> {
             return !self.pending.is_empty();
         }
         let all = self.pending.take_front(self.pending.len());
-        let keys: Vec<(ClientId, RequestNo)> =
-            all.iter().map(|r| (r.signer, r.value.request_no)).collect();
-        self.stats.request_signatures_verified += all.len() as u64;
-        let results = self.keyring.verify_batch(all);
-        for (result, (client, request_no)) in results.into_iter().zip(keys) {
-            match result {
-                Ok(v) => self.pending.insert(v.into_signed()),
-                Err(_) => self.reject(
-                    Peer::Client(client),
-                    Rejection::BadRequestSignature { client, request_no },
-                ),
-            }
+        for request in self.verified_client_requests(all) {
+            self.pending.insert(request);
         }
         !self.pending.is_empty()
     }
@@ -1984,7 +1981,15 @@ impl<A: Application> Replica<A> {
                     });
                 }
             }
-        } else if self.view_active && !self.view_change_armed && !self.pending.is_empty() {
+        } else if self.view_active && !self.pending.is_empty() {
+            self.arm_view_change_timer();
+        }
+    }
+
+    /// Sets the view-change timer for the current (backed-off) timeout
+    /// unless it runs already.
+    pub(super) fn arm_view_change_timer(&mut self) {
+        if !self.view_change_armed {
             self.view_change_armed = true;
             let at = self.now.plus_us(self.view_change_timeout_us());
             self.outputs.push(Output::SetTimer {

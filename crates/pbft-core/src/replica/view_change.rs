@@ -392,14 +392,7 @@ impl<A: Application> Replica<A> {
         }
         // PBFT 4.5: with 2f + 1 view changes in, wait for the NEW-VIEW for
         // the (doubled) timeout, then move on.
-        if !self.view_change_armed {
-            self.view_change_armed = true;
-            let at = self.now.plus_us(self.view_change_timeout_us());
-            self.outputs.push(Output::SetTimer {
-                timer: Timer::ViewChange,
-                at,
-            });
-        }
+        self.arm_view_change_timer();
     }
 
     // ----- the new primary --------------------------------------------------------
