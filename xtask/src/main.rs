@@ -30,7 +30,9 @@ Commands:
                  the byz-* scenarios run (they then report UNAVAILABLE)]
   bench         throughput/latency sweep of a loopback cluster, table + CSV + SVG plot in
                 target/bench (RELEASE build) [--quick] [--clients 1,8] [--batches 16,256]
-                [--payloads 64,1024] [--window SECS] [--durability MODE] [--dev]
+                [--payloads 64,1024] [--in-flight 1,32: requests outstanding per client]
+                [--fanout all|primary] [--worker-threads N] [--window SECS]
+                [--durability MODE] [--dev]
   image         build the pbft-node container image (FROM scratch, no base image pulled)
   help          this text
 ";

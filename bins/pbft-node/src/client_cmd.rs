@@ -43,6 +43,7 @@ async fn connect(settings: &ClientSettings) -> Result<Client, NodeError> {
     let mut config = ClientConfig::new(settings.cluster.clone(), settings.id, settings.key.clone());
     config.request_timeout_ms = settings.request_timeout_ms;
     config.retransmit_timeout_ms = settings.retransmit_timeout_ms;
+    config.send_to_all_replicas = settings.send_to_all_replicas;
     let client = Client::connect(config)
         .await
         .map_err(|e| NodeError::Other(e.to_string()))?;

@@ -160,7 +160,9 @@ impl ClusterFile {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Durability {
-    /// Every write batch is synced before anything depending on it is sent.
+    /// Every write is synced before anything depending on it is sent. The
+    /// persists that queue while a sync runs are written (and synced)
+    /// together as one atomic write.
     #[default]
     SyncEveryWrite,
     /// Several protocol steps share one sync, still before anything that
@@ -182,7 +184,8 @@ pub struct ProtocolSection {
     pub pipeline_batches_max: usize,
     /// Requests in one batch at most.
     pub batch_requests_max: usize,
-    /// How long the primary waits to fill a batch.
+    /// How long the primary waits to fill a batch (not at all when no
+    /// batch is in flight).
     pub batch_delay_us_max: u64,
     /// Base view-change timeout; it doubles on each successive view change.
     pub view_change_timeout_ms: u64,
@@ -233,6 +236,29 @@ pub struct NodeFile {
     /// Storage settings.
     #[serde(default)]
     pub storage: StorageSection,
+    /// Threads.
+    #[serde(default)]
+    pub runtime: RuntimeSection,
+}
+
+/// How many threads run the replica.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeSection {
+    /// Threads that run the protocol and the network: 1 (the default) runs
+    /// them all on one thread, which avoids cross-thread wake-ups (each
+    /// costs about as much as a protocol step); more uses a work-stealing
+    /// pool. The storage thread comes on top.
+    pub worker_threads: usize,
+}
+
+/// Worker threads accepted at most.
+pub const WORKER_THREADS_MAX: usize = 64;
+
+impl Default for RuntimeSection {
+    fn default() -> Self {
+        Self { worker_threads: 1 }
+    }
 }
 
 /// A loaded and checked replica configuration.
@@ -254,6 +280,8 @@ pub struct NodeConfig {
     pub protocol: ProtocolSection,
     /// Storage settings.
     pub storage: StorageSection,
+    /// Threads.
+    pub runtime: RuntimeSection,
 }
 
 impl NodeConfig {
@@ -320,6 +348,13 @@ impl NodeConfig {
                 "batch_requests_max, pipeline_batches_max and view_change_timeout_ms must be at least 1".into(),
             ));
         }
+        if !(1..=WORKER_THREADS_MAX).contains(&file.runtime.worker_threads) {
+            return Err(NodeError::Invalid {
+                path: path.to_owned(),
+                field: "runtime.worker_threads".into(),
+                reason: format!("must be between 1 and {WORKER_THREADS_MAX}"),
+            });
+        }
         Ok(Self {
             id,
             cluster,
@@ -329,6 +364,7 @@ impl NodeConfig {
             metrics_listen,
             protocol: file.protocol,
             storage: file.storage,
+            runtime: file.runtime,
         })
     }
 }
@@ -349,6 +385,10 @@ pub struct ClientFile {
     /// Send a request to every replica when no quorum answered in this long.
     #[serde(default = "default_retransmit_timeout_ms")]
     pub retransmit_timeout_ms: u64,
+    /// Send every request to all replicas at once (backups then need not
+    /// check its signature); default: to the primary only.
+    #[serde(default)]
+    pub send_to_all_replicas: bool,
 }
 
 fn default_request_timeout_ms() -> u64 {
@@ -371,6 +411,8 @@ pub struct ClientSettings {
     pub request_timeout_ms: u64,
     /// See [`ClientFile::retransmit_timeout_ms`].
     pub retransmit_timeout_ms: u64,
+    /// See [`ClientFile::send_to_all_replicas`].
+    pub send_to_all_replicas: bool,
 }
 
 impl ClientSettings {
@@ -399,6 +441,7 @@ impl ClientSettings {
             key,
             request_timeout_ms: file.request_timeout_ms,
             retransmit_timeout_ms: file.retransmit_timeout_ms,
+            send_to_all_replicas: file.send_to_all_replicas,
         })
     }
 }

@@ -118,8 +118,20 @@ enum ClientAction {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, error::NodeError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    runtime_with(2)
+}
+
+/// One thread: a current-thread runtime (no cross-thread wake-ups); more:
+/// a work-stealing pool.
+fn runtime_with(worker_threads: usize) -> Result<tokio::runtime::Runtime, error::NodeError> {
+    let mut builder = if worker_threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(worker_threads);
+        b
+    };
+    builder
         .enable_all()
         .build()
         .map_err(|e| error::NodeError::Other(format!("starting the runtime: {e}")))
@@ -138,9 +150,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.command {
-        Command::Run { config } => {
-            config::NodeConfig::load(&config).and_then(|c| runtime()?.block_on(run::run(c)))
-        }
+        Command::Run { config } => config::NodeConfig::load(&config)
+            .and_then(|c| runtime_with(c.runtime.worker_threads)?.block_on(run::run(c))),
         Command::Client { config, action } => config::ClientSettings::load(&config).and_then(|c| {
             let action = match action {
                 ClientAction::Put { key, value } => client_cmd::Action::Put { key, value },

@@ -22,9 +22,15 @@ use crate::recovery::{durable_state, summary, to_ops};
 
 /// Requests whose arrival time is kept for the commit-latency histogram.
 const LATENCY_TRACKED_REQUESTS_MAX: usize = 65_536;
+/// An arrival older than this at a stable checkpoint is forgotten.
+const ARRIVAL_KEPT_MAX: Duration = Duration::from_secs(60);
 /// Persist jobs queued for the storage thread; the core's pipeline bounds
 /// them well below this.
 const PERSIST_QUEUE_MAX: usize = 4_096;
+/// Persist jobs written and synced together at most.
+const PERSIST_GROUP_JOBS_MAX: usize = 1_024;
+/// Inputs stepped in one turn of the loop before the outputs are flushed.
+const INPUT_BURST_MAX: usize = 256;
 
 fn params(config: &NodeConfig) -> Params {
     let p = &config.protocol;
@@ -39,38 +45,37 @@ fn params(config: &NodeConfig) -> Params {
     }
 }
 
-/// The storage thread: writes each persist job, syncs, and acknowledges.
-/// With group commit it writes every job waiting and syncs once. A failed
-/// write or sync stops the replica (the store poisons itself).
+/// The storage thread: takes every persist job waiting, writes them as one
+/// atomic batch, makes it durable (a synced write, or one `fsync` of the
+/// log with group commit), and only then acknowledges them all: one sync
+/// for all the protocol steps that queued meanwhile (BENCH.md: one sync per
+/// batch per replica). A failed write or sync stops the replica (the store
+/// poisons itself).
 fn storage_thread(
     store: Arc<RocksStore>,
-    durability: Durability,
     jobs: std::sync::mpsc::Receiver<(PersistId, WriteBatch)>,
     done: mpsc::Sender<Result<Vec<PersistId>, String>>,
 ) {
-    while let Ok(first) = jobs.recv() {
-        let mut group = vec![first];
-        if durability == Durability::GroupCommit {
-            while let Ok(more) = jobs.try_recv() {
-                group.push(more);
-            }
+    while let Ok((first_id, mut batch)) = jobs.recv() {
+        let mut ids = vec![first_id];
+        while ids.len() < PERSIST_GROUP_JOBS_MAX {
+            let Ok((id, more)) = jobs.try_recv() else {
+                break;
+            };
+            ids.push(id);
+            batch.append(more);
         }
         let started = Instant::now();
-        let mut result = Ok(());
-        for (_, batch) in &group {
-            if let Err(e) = store.write(batch) {
-                result = Err(e);
-                break;
-            }
-        }
+        let mut result = store.write(&batch);
         histogram!("pbft_store_write_seconds").record(started.elapsed().as_secs_f64());
+        histogram!("pbft_store_group_jobs").record(ids.len() as f64);
         if result.is_ok() {
             let sync_started = Instant::now();
             result = store.sync();
             histogram!("pbft_store_sync_seconds").record(sync_started.elapsed().as_secs_f64());
         }
         let message = match result {
-            Ok(()) => Ok(group.into_iter().map(|(id, _)| id).collect()),
+            Ok(()) => Ok(ids),
             Err(e) => Err(format!("store failure, stopping: {e}")),
         };
         let failed = message.is_err();
@@ -182,10 +187,9 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     let (done_tx, mut done_rx) = mpsc::channel(PERSIST_QUEUE_MAX);
     let storage = {
         let store = store.clone();
-        let durability = config.storage.durability;
         std::thread::Builder::new()
             .name("pbft-storage".into())
-            .spawn(move || storage_thread(store, durability, job_rx, done_tx))
+            .spawn(move || storage_thread(store, job_rx, done_tx))
             .map_err(|e| NodeError::Other(format!("starting the storage thread: {e}")))?
     };
 
@@ -200,6 +204,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| NodeError::Other(format!("installing the SIGTERM handler: {e}")))?;
     let mut outputs: Vec<Output> = Vec::new();
+    let mut inputs: Vec<Input> = Vec::new();
     let result = loop {
         let next_timer = timers
             .iter()
@@ -208,45 +213,48 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         let sleep_for = next_timer.map_or(Duration::from_secs(3600), |(_, at)| {
             Duration::from_micros(at.0.saturating_sub(now().0))
         });
-        let input = tokio::select! {
+        tokio::select! {
             biased;
             _ = sigterm.recv() => break Ok(()),
             _ = tokio::signal::ctrl_c() => break Ok(()),
             done = done_rx.recv() => match done {
-                Some(Ok(ids)) => {
-                    for id in ids {
-                        outputs.extend(replica.step(now(), Input::PersistDone(id)));
-                    }
-                    None
-                }
+                Some(Ok(ids)) => inputs.extend(ids.into_iter().map(Input::PersistDone)),
                 Some(Err(e)) => break Err(NodeError::Other(e)),
                 None => break Err(NodeError::Other("the storage thread stopped".into())),
             },
             received = receiver.recv() => match received {
                 None => break Err(NodeError::Other("the mesh stopped".into())),
-                Some(r) => match (r.from, r.message) {
-                    (Principal::Replica(from), message) => Some(Input::Message { from, message }),
-                    (Principal::Client(from), Message::Request(request)) => {
-                        if arrivals.len() < LATENCY_TRACKED_REQUESTS_MAX {
-                            arrivals.entry((from, request.value.request_no)).or_insert_with(Instant::now);
-                        }
-                        Some(Input::ClientRequest { from, request })
-                    }
-                    (Principal::Client(_), other) => {
-                        counter!("pbft_messages_rejected_total", "reason" => "client_sent_non_request").increment(1);
-                        tracing::debug!(kind = other.kind_name(), "client sent a non-request message; dropped");
-                        None
-                    }
-                },
+                Some(r) => inputs.extend(received_input(r, &mut arrivals)),
             },
             () = tokio::time::sleep(sleep_for), if next_timer.is_some() => {
-                next_timer.map(|(timer, _)| {
+                if let Some((timer, _)) = next_timer {
                     timers.remove(&timer);
-                    Input::TimerFired(timer)
-                })
+                    inputs.push(Input::TimerFired(timer));
+                }
             }
-        };
-        if let Some(input) = input {
+        }
+        // Whatever else is already waiting is stepped before the outputs
+        // go out: one wake-up of the writers and of the storage thread for
+        // a burst of messages instead of one per message (BENCH.md: thread
+        // hand-offs cost more than most protocol logic).
+        let mut fatal_early = None;
+        while inputs.len() < INPUT_BURST_MAX {
+            match done_rx.try_recv() {
+                Ok(Ok(ids)) => inputs.extend(ids.into_iter().map(Input::PersistDone)),
+                Ok(Err(e)) => {
+                    fatal_early = Some(e);
+                    break;
+                }
+                Err(_) => match receiver.try_recv() {
+                    Some(r) => inputs.extend(received_input(r, &mut arrivals)),
+                    None => break,
+                },
+            }
+        }
+        if let Some(e) = fatal_early {
+            break Err(NodeError::Other(e));
+        }
+        for input in inputs.drain(..) {
             #[cfg(feature = "byzantine")]
             let seen = byzantine.as_mut().is_none_or(|b| b.incoming(now(), &input));
             #[cfg(not(feature = "byzantine"))]
@@ -303,6 +311,9 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
                     }
                 }
                 Output::CheckpointStable { seq, state_digest } => {
+                    // Requests never executed here (rejected, or executed
+                    // before they arrived) leave their arrival behind.
+                    arrivals.retain(|_, at| at.elapsed() < ARRIVAL_KEPT_MAX);
                     gauge!("pbft_stable_checkpoint_seq").set(seq.0 as f64);
                     tracing::debug!(%seq, %state_digest, "checkpoint stable");
                 }
@@ -340,6 +351,34 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     let _ = tokio::task::spawn_blocking(move || storage.join()).await;
     mesh.shutdown().await;
     result
+}
+
+/// The core's input for a message from the mesh: replicas send protocol
+/// messages, clients only requests (anything else is counted and dropped).
+fn received_input(
+    r: pbft_quic::Received,
+    arrivals: &mut HashMap<(ClientId, RequestNo), Instant>,
+) -> Option<Input> {
+    match (r.from, r.message) {
+        (Principal::Replica(from), message) => Some(Input::Message { from, message }),
+        (Principal::Client(from), Message::Request(request)) => {
+            if arrivals.len() < LATENCY_TRACKED_REQUESTS_MAX {
+                arrivals
+                    .entry((from, request.value.request_no))
+                    .or_insert_with(Instant::now);
+            }
+            Some(Input::ClientRequest { from, request })
+        }
+        (Principal::Client(_), other) => {
+            counter!("pbft_messages_rejected_total", "reason" => "client_sent_non_request")
+                .increment(1);
+            tracing::debug!(
+                kind = other.kind_name(),
+                "client sent a non-request message; dropped"
+            );
+            None
+        }
+    }
 }
 
 /// Bulk traffic (state transfer) travels apart from consensus messages.

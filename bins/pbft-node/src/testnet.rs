@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use pbft_crypto::{write_public_key_file, SecretKey, TlsIdentity};
 use pbft_types::{ClientEntry, ClientId, ClusterConfig, ClusterId, ReplicaEntry, ReplicaId};
 
-use crate::config::{ClientFile, ClusterFile, NodeFile, ProtocolSection, StorageSection};
+use crate::config::{
+    ClientFile, ClusterFile, NodeFile, ProtocolSection, RuntimeSection, StorageSection,
+};
 use crate::error::NodeError;
 
 /// The file names inside one identity's directory.
@@ -170,6 +172,7 @@ pub fn testnet(spec: &TestnetSpec) -> Result<ClusterConfig, NodeError> {
             metrics_listen: spec.metrics_listen(i),
             protocol: ProtocolSection::default(),
             storage: StorageSection::default(),
+            runtime: RuntimeSection::default(),
         };
         let text = toml::to_string_pretty(&node).map_err(|e| NodeError::Other(e.to_string()))?;
         write(
@@ -184,6 +187,7 @@ pub fn testnet(spec: &TestnetSpec) -> Result<ClusterConfig, NodeError> {
             key_file: KEY_FILE.into(),
             request_timeout_ms: 10_000,
             retransmit_timeout_ms: 500,
+            send_to_all_replicas: false,
         };
         let text = toml::to_string_pretty(&client).map_err(|e| NodeError::Other(e.to_string()))?;
         write(
@@ -209,17 +213,21 @@ const NODE_HEADER: &str = "\
 # log_window_seqs           L: sequence numbers accepted above the stable checkpoint (multiple of K)
 # pipeline_batches_max      batches the primary keeps in flight
 # batch_requests_max        requests per batch at most
-# batch_delay_us_max        how long the primary waits to fill a batch
+# batch_delay_us_max        how long the primary waits to fill a batch (not at all when none is in flight)
 # view_change_timeout_ms    base view-change timeout (doubles on each successive view change)
 #
 # [storage]
 # durability   sync-every-write (default) | group-commit | no-sync-benchmarks-only
+#
+# [runtime]
+# worker_threads   threads for the protocol and the network (1: one thread, the default)
 ";
 
 const CLIENT_HEADER: &str = "\
 # pbft-node client configuration. Paths are relative to this file.
 # request_timeout_ms      give up on a request after this long
 # retransmit_timeout_ms   resend a request to every replica when no quorum answered in this long
+# send_to_all_replicas    send each request to every replica at once (backups skip its signature check)
 ";
 
 fn write(path: &Path, text: &str) -> Result<(), NodeError> {

@@ -3,6 +3,7 @@
 //! logic is under test, not the protocol).
 #![allow(clippy::unwrap_used)]
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pbft_client::{Client, ClientConfig, ClientError};
@@ -27,6 +28,8 @@ struct Cluster {
     config: ClusterConfig,
     client_key: SecretKey,
     meshes: Vec<Mesh>,
+    /// (replica, request number) of every request, in order of arrival.
+    seen: Arc<Mutex<Vec<(usize, u64)>>>,
 }
 
 async fn cluster(behaviours: [Behaviour; 4]) -> Cluster {
@@ -54,6 +57,7 @@ async fn cluster(behaviours: [Behaviour; 4]) -> Cluster {
     .validated()
     .unwrap();
     let mut meshes = Vec::new();
+    let seen = Arc::new(Mutex::new(Vec::new()));
     for (i, socket) in sockets.into_iter().enumerate() {
         let identity = TlsIdentity::generate(&keys[i], &format!("replica-{i}")).unwrap();
         let mut mc = MeshConfig::new(config.clone(), ReplicaId(i as u32), identity);
@@ -61,6 +65,7 @@ async fn cluster(behaviours: [Behaviour; 4]) -> Cluster {
         let (mesh, mut receiver) = Mesh::start(mc).unwrap();
         let behaviour = behaviours[i];
         let replier = mesh.clone();
+        let seen = seen.clone();
         tokio::spawn(async move {
             while let Some(received) = receiver.recv().await {
                 let (Principal::Client(client), Message::Request(request)) =
@@ -68,6 +73,7 @@ async fn cluster(behaviours: [Behaviour; 4]) -> Cluster {
                 else {
                     continue;
                 };
+                seen.lock().unwrap().push((i, request.value.request_no.0));
                 let mut result = b"ok:".to_vec();
                 result.extend_from_slice(&request.value.op);
                 let result = match behaviour {
@@ -96,6 +102,7 @@ async fn cluster(behaviours: [Behaviour; 4]) -> Cluster {
         config,
         client_key,
         meshes,
+        seen,
     }
 }
 
@@ -200,4 +207,49 @@ async fn oversized_operation_is_rejected_locally() {
         Err(ClientError::Rejected { .. })
     ));
     client.shutdown().await;
+}
+
+/// With `requests_in_flight_max` above 1, each of many concurrent calls gets
+/// its own result, and the requests reach every replica
+/// (`send_to_all_replicas`) in the order of their numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_each_get_their_result_and_go_out_in_order() {
+    let c = cluster([Behaviour::Honest; 4]).await;
+    let mut config = ClientConfig::new(c.config.clone(), ClientId(1), c.client_key.clone());
+    config.bind = "127.0.0.1:0".parse().unwrap();
+    config.requests_in_flight_max = 8;
+    config.send_to_all_replicas = true;
+    let client = Arc::new(Client::connect(config).await.unwrap());
+    assert!(client.wait_connected(4, Duration::from_secs(20)).await);
+    let calls: Vec<_> = (0..32u8)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move { (i, client.submit(vec![i]).await) })
+        })
+        .collect();
+    for call in calls {
+        let (i, result) = call.await.unwrap();
+        assert_eq!(result.unwrap(), vec![b'o', b'k', b':', i]);
+    }
+    let seen = c.seen.lock().unwrap().clone();
+    for replica in 0..4 {
+        let numbers: Vec<u64> = seen
+            .iter()
+            .filter(|(r, _)| *r == replica)
+            .map(|(_, n)| *n)
+            .collect();
+        assert_eq!(numbers.len(), 32, "replica {replica}: {numbers:?}");
+        assert!(
+            numbers.windows(2).all(|w| w[0] < w[1]),
+            "replica {replica} got requests out of order: {numbers:?}"
+        );
+    }
+    // Out of range.
+    let mut config = ClientConfig::new(c.config.clone(), ClientId(1), c.client_key.clone());
+    config.requests_in_flight_max = 0;
+    assert!(matches!(
+        Client::connect(config).await,
+        Err(ClientError::Config(_))
+    ));
+    drop(c.meshes);
 }

@@ -84,6 +84,7 @@ pub enum PersistRecord {
         /// The signed checkpoint message.
         checkpoint: Signed<Checkpoint>,
         /// The encoded state at that point ([`crate::app::Snapshot`]).
+        #[serde(with = "serde_bytes")]
         snapshot: Vec<u8>,
     },
     /// A snapshot fetched from a peer and installed (state transfer), with
@@ -92,6 +93,7 @@ pub enum PersistRecord {
         /// The proof.
         checkpoint: QuorumCert<Checkpoint>,
         /// The encoded state ([`crate::app::Snapshot`]).
+        #[serde(with = "serde_bytes")]
         snapshot: Vec<u8>,
     },
     /// A stable checkpoint with its proof; everything at or below its

@@ -52,9 +52,11 @@
 //! - [`RequestAuth::ClientSignatures`] (default): clients sign requests with
 //!   ed25519. The primary verifies the requests of a batch together (ed25519
 //!   batch verification) when it closes the batch and drops forged ones; a
-//!   backup verifies every request of a batch with
-//!   `Keyring::verify_batch` before it accepts the pre-prepare. A Byzantine
-//!   primary therefore cannot invent or alter a request.
+//!   backup verifies, with `Keyring::verify_batch`, every request of the
+//!   batch it did not receive itself from the client over the client's
+//!   authenticated channel, before it accepts the pre-prepare. A Byzantine
+//!   primary therefore cannot invent or alter a request; clients that send
+//!   each request to every replica spare the backups their verifications.
 //! - [`RequestAuth::Channel`]: clients send each request to every replica
 //!   over their authenticated channel; a backup accepts a pre-prepare only
 //!   when it holds every request of the batch itself, received from the

@@ -4,8 +4,12 @@
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RequestAuth {
     /// Clients sign requests with ed25519. The primary verifies a batch's
-    /// requests when it closes the batch; a backup verifies them, with
-    /// batch verification, before it accepts the pre-prepare.
+    /// requests when it closes the batch; a backup verifies, with batch
+    /// verification, those it did not receive itself from their clients
+    /// (a request that came over its client's authenticated channel needs
+    /// no second check) before it accepts the pre-prepare. A client that
+    /// withholds a request from some backups, or signs it badly, costs them
+    /// a verification, never the primary its view.
     ClientSignatures,
     /// Clients send each request to every replica over their authenticated
     /// channel. A backup accepts a pre-prepare only once it holds every
@@ -27,8 +31,13 @@ pub struct Params {
     pub pipeline_batches_max: u64,
     /// Requests in one batch.
     pub batch_requests_max: usize,
-    /// The primary closes a partial batch after this delay.
+    /// The primary closes a partial batch after this delay (at once when no
+    /// batch is in flight and `propose_when_idle` is set).
     pub batch_delay_us_max: u64,
+    /// The primary proposes a partial batch at once when no batch is in
+    /// flight: an idle pipeline gains nothing by waiting, and under load
+    /// requests still gather while earlier batches are in flight.
+    pub propose_when_idle: bool,
     /// Requests held waiting for ordering, all clients together.
     pub pending_requests_max: usize,
     /// Requests held waiting for ordering, per client.
@@ -64,6 +73,7 @@ impl Default for Params {
             pipeline_batches_max: 16,
             batch_requests_max: 128,
             batch_delay_us_max: 1_000,
+            propose_when_idle: true,
             pending_requests_max: 65_536,
             client_pending_requests_max: 64,
             request_op_bytes_max: 64 * 1024,

@@ -193,6 +193,8 @@ impl SimConfig {
             pipeline_batches_max: rng.gen_range(1..=4),
             batch_requests_max: rng.gen_range(1..=4),
             batch_delay_us_max: rng.gen_range(0..=2_000),
+            // Drawn last (below).
+            propose_when_idle: true,
             pending_requests_max: 64,
             client_pending_requests_max: 4,
             request_op_bytes_max: 1024,
@@ -242,6 +244,8 @@ impl SimConfig {
             crashes.push((ReplicaId(0), at));
             restarts.push((ReplicaId(0), at.plus_us(rng.gen_range(0..=100_000))));
         }
+        let mut params = params;
+        params.propose_when_idle = rng.gen_bool(0.5);
         Self {
             seed,
             replicas,

@@ -168,6 +168,10 @@ fn base_config(seed: u64, n: usize, faults_until_us: u64) -> SimConfig {
     config.params.pipeline_batches_max = rng.gen_range(1..=2);
     config.params.batch_requests_max = rng.gen_range(1..=3);
     config.params.batch_delay_us_max = rng.gen_range(0..=3_000);
+    // Both batching policies: with proposals at once on an idle pipeline,
+    // light load makes batches of one request, which some strategies (the
+    // equivocating primary) cannot rewrite.
+    config.params.propose_when_idle = rng.gen_bool(0.5);
     config.params.retransmit_interval_us = 30_000;
     config.params.view_change_timeout_us = 150_000;
     // Diagnostic: `PBFT_BYZ_NO_VIEW_CHANGE=1` keeps the view-change timer

@@ -139,6 +139,13 @@ fn msg(from: u32, message: Message) -> Input {
     }
 }
 
+fn pp_msg(pre_prepare: Signed<PrePrepare>, batch: &Batch) -> Message {
+    Message::PrePrepare {
+        pre_prepare,
+        batch: batch.clone(),
+    }
+}
+
 fn rejected(from: u32, reason: Rejection) -> Vec<Output> {
     vec![Output::Rejected {
         from: Peer::Replica(ReplicaId(from)),
@@ -416,10 +423,6 @@ fn pre_prepares_are_rejected_with_the_right_reason() {
     let s = setup(4);
     let mut backup = s.replica(1);
     let batch = s.batch(&[1]);
-    let pp_msg = |pre_prepare: Signed<PrePrepare>, batch: &Batch| Message::PrePrepare {
-        pre_prepare,
-        batch: batch.clone(),
-    };
 
     // Below the low watermark, and beyond the buffer above the high one.
     let (low, high) = (SeqNo(0), SeqNo(4));
@@ -1670,4 +1673,93 @@ fn the_new_primary_re_proposes_the_prepared_batch_and_backups_check_new_view() {
     assert_eq!(out[0], invalid);
     assert!(out.contains(&Output::ViewChangeStarted { view: View(2) }));
     assert_eq!(other.view(), View(2));
+}
+
+/// A backup checks the client signatures only of the requests it did not
+/// receive from their client itself: a request it holds, identical, came
+/// over the client's authenticated channel (PBFT 4.1, TOCS 3.2).
+#[test]
+fn a_backup_verifies_only_the_requests_it_did_not_receive_from_the_client() {
+    let s = setup(4);
+    let backup = |i: usize| {
+        let p = Params {
+            batch_requests_max: 2,
+            ..params()
+        };
+        Replica::new(
+            s.config.clone(),
+            p,
+            s.signers[i].clone(),
+            CounterApp::default(),
+        )
+        .unwrap()
+    };
+    let from_client = |r: &mut Replica<CounterApp>, no: u64| {
+        r.step(
+            T0,
+            Input::ClientRequest {
+                from: CLIENT,
+                request: s.request(no),
+            },
+        );
+    };
+
+    // Holds request 1, not request 2: one signature checked.
+    let mut b1 = backup(1);
+    from_client(&mut b1, 1);
+    let batch = s.batch(&[1, 2]);
+    let out = b1.step(T0, msg(0, pp_msg(s.pre_prepare(0, 0, 1, &batch), &batch)));
+    assert!(matches!(out[0], Output::Persist { .. }), "{out:?}");
+    assert_eq!(b1.stats().request_signatures_verified, 1);
+
+    // Holds both: none checked, even where the primary spoiled a signature
+    // (the channel authenticated the request, not the signature).
+    let mut b2 = backup(2);
+    from_client(&mut b2, 1);
+    from_client(&mut b2, 2);
+    let mut spoiled = s.batch(&[1, 2]);
+    spoiled.requests[0].signature.0[5] ^= 1;
+    let out = b2.step(
+        T0,
+        msg(0, pp_msg(s.pre_prepare(0, 0, 1, &spoiled), &spoiled)),
+    );
+    assert!(matches!(out[0], Output::Persist { .. }), "{out:?}");
+    assert_eq!(b2.stats().request_signatures_verified, 0);
+
+    // A request it does not hold, with a bad signature: rejected.
+    let mut b3 = backup(3);
+    from_client(&mut b3, 1);
+    let mut forged = s.batch(&[1, 2]);
+    forged.requests[1].signature.0[5] ^= 1;
+    // (It holds a request, so it also arms its retransmission timer.)
+    let out = b3.step(T0, msg(0, pp_msg(s.pre_prepare(0, 0, 1, &forged), &forged)));
+    assert_eq!(
+        out[..1],
+        rejected(
+            0,
+            Rejection::BadRequestSignature {
+                client: CLIENT,
+                request_no: RequestNo(2)
+            }
+        )
+    );
+    // A held request whose operation the primary altered is checked, and
+    // fails.
+    let mut altered = s.batch(&[1]);
+    altered.requests[0].value.op = b"altered".to_vec();
+    let out = b3.step(
+        T0,
+        msg(0, pp_msg(s.pre_prepare(0, 0, 1, &altered), &altered)),
+    );
+    assert_eq!(
+        out[..1],
+        rejected(
+            0,
+            Rejection::BadRequestSignature {
+                client: CLIENT,
+                request_no: RequestNo(1)
+            }
+        )
+    );
+    assert_eq!(b3.stats().request_signatures_verified, 2);
 }

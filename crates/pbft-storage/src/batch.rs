@@ -140,6 +140,12 @@ impl WriteBatch {
     pub fn len(&self) -> usize {
         self.ops.len()
     }
+
+    /// Moves `other`'s operations to the end of this batch: several
+    /// batches written as one atomic write, in order.
+    pub fn append(&mut self, other: WriteBatch) {
+        self.ops.extend(other.ops);
+    }
 }
 
 impl FromIterator<Op> for WriteBatch {

@@ -32,6 +32,7 @@ pub struct Request {
     /// Read-only requests may be answered without ordering (TOCS 5.1.3).
     pub read_only: bool,
     /// The operation, opaque to the protocol.
+    #[serde(with = "serde_bytes")]
     pub op: Vec<u8>,
 }
 
@@ -51,6 +52,7 @@ pub struct Reply {
     /// The replica that executed it.
     pub replica: ReplicaId,
     /// The result of the operation.
+    #[serde(with = "serde_bytes")]
     pub result: Vec<u8>,
 }
 
@@ -198,6 +200,7 @@ pub enum FetchResponse {
         /// How many chunks the snapshot has.
         chunk_count: u32,
         /// The chunk's bytes.
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
         /// Sibling hashes from the leaf up to the root.
         proof: Vec<Digest>,

@@ -38,6 +38,12 @@ pub struct BenchOptions {
     pub window: Duration,
     /// `[storage] durability` (none: sync every write).
     pub durability: Option<String>,
+    /// `[runtime] worker_threads` (none: the node's default).
+    pub worker_threads: Option<usize>,
+    /// Clients send each request to every replica, not only the primary.
+    pub send_to_all_replicas: bool,
+    /// Requests outstanding per client (each value a series).
+    pub in_flight: Vec<usize>,
     /// How the binaries were built (for the table).
     pub build: String,
 }
@@ -51,6 +57,8 @@ pub struct Point {
     pub payload: usize,
     /// Clients.
     pub clients: usize,
+    /// Requests each client keeps outstanding.
+    pub in_flight: usize,
     /// Completed requests per second.
     pub throughput: f64,
     /// Latency p50, ms.
@@ -79,16 +87,17 @@ impl Point {
 }
 
 /// The CSV header.
-pub const CSV_HEADER: &str = "batch,payload_bytes,clients,throughput_rps,p50_ms,p99_ms,errors,loadgen_cpu_pct,nodes_cpu_pct,loadgen_share_pct";
+pub const CSV_HEADER: &str = "batch,payload_bytes,clients,in_flight,throughput_rps,p50_ms,p99_ms,errors,loadgen_cpu_pct,nodes_cpu_pct,loadgen_share_pct";
 
 /// One CSV line.
 #[must_use]
 pub fn csv_line(p: &Point) -> String {
     format!(
-        "{},{},{},{:.1},{:.3},{:.3},{},{:.1},{:.1},{:.1}",
+        "{},{},{},{},{:.1},{:.3},{:.3},{},{:.1},{:.1},{:.1}",
         p.batch,
         p.payload,
         p.clients,
+        p.in_flight,
         p.throughput,
         p.p50_ms,
         p.p99_ms,
@@ -101,10 +110,11 @@ pub fn csv_line(p: &Point) -> String {
 
 fn table_line(p: &Point) -> String {
     format!(
-        "{:>6} {:>8} {:>8} {:>11.0} {:>9.2} {:>9.2} {:>7} {:>9.0}% {:>9.0}% {:>7.1}%",
+        "{:>6} {:>8} {:>8} {:>9} {:>11.0} {:>9.2} {:>9.2} {:>7} {:>9.0}% {:>9.0}% {:>7.1}%",
         p.batch,
         p.payload,
         p.clients,
+        p.in_flight,
         p.throughput,
         p.p50_ms,
         p.p99_ms,
@@ -117,10 +127,11 @@ fn table_line(p: &Point) -> String {
 
 fn table_header() -> String {
     format!(
-        "{:>6} {:>8} {:>8} {:>11} {:>9} {:>9} {:>7} {:>10} {:>10} {:>8}",
+        "{:>6} {:>8} {:>8} {:>9} {:>11} {:>9} {:>9} {:>7} {:>10} {:>10} {:>8}",
         "batch",
         "payload",
         "clients",
+        "in-flight",
         "req/s",
         "p50 ms",
         "p99 ms",
@@ -140,10 +151,12 @@ pub async fn bench(opts: &BenchOptions) -> Result<Vec<Point>> {
     let max_clients = opts.clients.iter().copied().max().unwrap_or(1);
     let tps = ticks_per_second() as f64;
     println!(
-        "bench: {} replicas on loopback, {} build, durability {}, closed-loop clients; warm-up {:.0} s, window {:.0} s per point",
+        "bench: {} replicas on loopback, {} build, durability {}, {} worker thread(s) per replica, closed-loop clients sending to {}; warm-up {:.0} s, window {:.0} s per point",
         opts.replicas,
         opts.build,
         opts.durability.as_deref().unwrap_or("sync-every-write (default)"),
+        opts.worker_threads.map_or_else(|| "1 (default)".to_owned(), |n| n.to_string()),
+        if opts.send_to_all_replicas { "all replicas" } else { "the primary" },
         opts.warmup.as_secs_f64(),
         opts.window.as_secs_f64()
     );
@@ -163,6 +176,7 @@ pub async fn bench(opts: &BenchOptions) -> Result<Vec<Point>> {
                 ..Protocol::node_defaults()
             },
             durability: opts.durability.clone(),
+            worker_threads: opts.worker_threads,
             rust_log: "warn".into(),
             seed: batch as u64,
             byzantine_node_bin: None,
@@ -174,6 +188,8 @@ pub async fn bench(opts: &BenchOptions) -> Result<Vec<Point>> {
         for j in 0..max_clients {
             let mut config = cluster.client_config(j)?;
             config.request_timeout_ms = 10_000;
+            config.send_to_all_replicas = opts.send_to_all_replicas;
+            config.requests_in_flight_max = opts.in_flight.iter().copied().max().unwrap_or(1);
             let c = Client::connect(config)
                 .await
                 .map_err(|e| err(format!("client {j}: {e}")))?;
@@ -188,11 +204,20 @@ pub async fn bench(opts: &BenchOptions) -> Result<Vec<Point>> {
             }
         }
         for &payload in &opts.payloads {
-            for &n_clients in &opts.clients {
-                let point =
-                    measure(&cluster, &clients[..n_clients], batch, payload, opts, tps).await;
-                println!("{}", table_line(&point));
-                points.push(point);
+            for &in_flight in &opts.in_flight {
+                for &n_clients in &opts.clients {
+                    let point = measure(
+                        &cluster,
+                        &clients[..n_clients],
+                        in_flight,
+                        (batch, payload),
+                        opts,
+                        tps,
+                    )
+                    .await;
+                    println!("{}", table_line(&point));
+                    points.push(point);
+                }
             }
         }
         cluster.poll();
@@ -231,21 +256,26 @@ pub async fn bench(opts: &BenchOptions) -> Result<Vec<Point>> {
     Ok(points)
 }
 
+/// One point: `in_flight` closed loops on each client (the client's
+/// `requests_in_flight_max` lets that many be outstanding at once).
 async fn measure(
     cluster: &Cluster,
     clients: &[Arc<Client>],
-    batch: usize,
-    payload: usize,
+    in_flight: usize,
+    (batch, payload): (usize, usize),
     opts: &BenchOptions,
     tps: f64,
 ) -> Point {
     let stop = Arc::new(AtomicBool::new(false));
     let measuring = Arc::new(AtomicBool::new(false));
-    let tasks: Vec<_> = clients
+    let loops: Vec<(String, Arc<Client>)> = clients
         .iter()
         .enumerate()
+        .flat_map(|(c, client)| (0..in_flight).map(move |t| (format!("{c}.{t}"), client.clone())))
+        .collect();
+    let tasks: Vec<_> = loops
+        .into_iter()
         .map(|(c, client)| {
-            let client = client.clone();
             let stop = stop.clone();
             let measuring = measuring.clone();
             tokio::spawn(async move {
@@ -254,7 +284,7 @@ async fn measure(
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let op = KvOp::Put {
-                        key: format!("b/{c}/{}", i % 1024).into_bytes(),
+                        key: format!("b/{c}/{}", i % 256).into_bytes(),
                         value: vec![b'v'; payload],
                     }
                     .encode();
@@ -302,6 +332,7 @@ async fn measure(
         batch,
         payload,
         clients: clients.len(),
+        in_flight,
         throughput: lat.len() as f64 / secs.max(1e-9),
         p50_ms: pct(50),
         p99_ms: pct(99),
@@ -339,22 +370,24 @@ pub fn plot(points: &[Point], path: &std::path::Path, build: &str) -> Result<()>
         .y_desc("p50 latency (ms)")
         .draw()
         .map_err(|x| e(&x))?;
-    let mut series: Vec<(usize, usize)> = points.iter().map(|p| (p.batch, p.payload)).collect();
-    series.dedup();
+    let mut series: Vec<(usize, usize, usize)> = points
+        .iter()
+        .map(|p| (p.batch, p.payload, p.in_flight))
+        .collect();
     series.sort_unstable();
     series.dedup();
-    for (i, (batch, payload)) in series.into_iter().enumerate() {
+    for (i, (batch, payload, in_flight)) in series.into_iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         let mut pts: Vec<&Point> = points
             .iter()
-            .filter(|p| p.batch == batch && p.payload == payload)
+            .filter(|p| p.batch == batch && p.payload == payload && p.in_flight == in_flight)
             .collect();
         pts.sort_by_key(|p| p.clients);
         let xy: Vec<(f64, f64)> = pts.iter().map(|p| (p.throughput, p.p50_ms)).collect();
         chart
             .draw_series(LineSeries::new(xy.clone(), color.stroke_width(2)))
             .map_err(|x| e(&x))?
-            .label(format!("batch {batch}, {payload} B"))
+            .label(format!("batch {batch}, {payload} B, {in_flight} in flight"))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
         chart
             .draw_series(xy.into_iter().map(|p| Circle::new(p, 3, color.filled())))
@@ -381,6 +414,7 @@ mod tests {
             batch: 16,
             payload: 64,
             clients,
+            in_flight: 1,
             throughput,
             p50_ms: 1.5,
             p99_ms: 4.0,
@@ -394,7 +428,10 @@ mod tests {
     fn csv_and_plot() {
         let p = point(4, 1234.5);
         assert!((p.loadgen_share() - 10.0).abs() < 1e-9);
-        assert_eq!(csv_line(&p), "16,64,4,1234.5,1.500,4.000,0,20.0,180.0,10.0");
+        assert_eq!(
+            csv_line(&p),
+            "16,64,4,1,1234.5,1.500,4.000,0,20.0,180.0,10.0"
+        );
         assert_eq!(
             CSV_HEADER.split(',').count(),
             csv_line(&p).split(',').count()
@@ -404,6 +441,6 @@ mod tests {
         plot(&[point(1, 500.0), p, point(16, 3000.0)], &path, "test").unwrap();
         let svg = std::fs::read_to_string(&path).unwrap();
         assert!(svg.starts_with("<svg"), "{}", &svg[..100.min(svg.len())]);
-        assert!(svg.contains("batch 16, 64 B"));
+        assert!(svg.contains("batch 16, 64 B, 1 in flight"));
     }
 }

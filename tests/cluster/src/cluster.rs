@@ -78,6 +78,8 @@ pub struct ClusterOptions {
     pub protocol: Protocol,
     /// `[storage] durability` (none: the node's default, sync every write).
     pub durability: Option<String>,
+    /// `[runtime] worker_threads` (none: the node's default, one thread).
+    pub worker_threads: Option<usize>,
     /// `RUST_LOG` of the nodes.
     pub rust_log: String,
     /// Seeds the ports, the cluster id and the proxy.
@@ -384,6 +386,7 @@ impl Cluster {
             let path = net.join(format!("replica-{i}/node.toml"));
             let protocol = opts.protocol.clone();
             let durability = opts.durability.clone();
+            let worker_threads = opts.worker_threads;
             edit_toml(&path, |t| {
                 t.insert("listen".into(), toml::Value::String(listen.to_string()));
                 let mut p = toml::Table::new();
@@ -413,6 +416,11 @@ impl Cluster {
                     let mut s = toml::Table::new();
                     s.insert("durability".into(), toml::Value::String(d));
                     t.insert("storage".into(), toml::Value::Table(s));
+                }
+                if let Some(n) = worker_threads {
+                    let mut r = toml::Table::new();
+                    r.insert("worker_threads".into(), int(n as u64));
+                    t.insert("runtime".into(), toml::Value::Table(r));
                 }
             })?;
             nodes.push(NodeProc {

@@ -75,6 +75,7 @@ pub async fn demo(opts: &DemoOptions) -> Result<DemoSummary> {
         proxy: false,
         protocol: Protocol::node_defaults(),
         durability: None,
+        worker_threads: None,
         rust_log: "info".into(),
         seed: opts.seed,
         byzantine_node_bin: None,

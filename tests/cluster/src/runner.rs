@@ -163,6 +163,7 @@ async fn run_in(
         proxy: true,
         protocol: opts.protocol.clone(),
         durability: None,
+        worker_threads: None,
         rust_log: SCENARIO_RUST_LOG.into(),
         seed: opts.seed,
         byzantine_node_bin: opts.byzantine_node_bin.clone(),

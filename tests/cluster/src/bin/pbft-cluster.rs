@@ -115,6 +115,17 @@ struct BenchArgs {
     /// Durability: sync-every-write (default), group-commit, no-sync-benchmarks-only.
     #[arg(long)]
     durability: Option<String>,
+    /// Threads per replica (`[runtime] worker_threads`; default: the node's, 1).
+    #[arg(long)]
+    worker_threads: Option<usize>,
+    /// Where clients send requests: `primary`, or `all` replicas at once
+    /// (backups then skip the signature check of requests they hold).
+    #[arg(long, default_value = "all")]
+    fanout: String,
+    /// Requests each client keeps outstanding (`requests_in_flight_max`;
+    /// comma-separated, each value a series): 1 is the classic closed loop.
+    #[arg(long, value_delimiter = ',', default_value = "1,32")]
+    in_flight: Vec<usize>,
     /// Where the clusters go.
     #[arg(long, default_value = "target/bench/run")]
     work_dir: PathBuf,
@@ -192,6 +203,16 @@ fn main() -> ExitCode {
                 warmup: Duration::from_secs(if quick { 1 } else { 5 }),
                 window: Duration::from_secs(args.window.unwrap_or(if quick { 3 } else { 30 })),
                 durability: args.durability,
+                worker_threads: args.worker_threads,
+                in_flight: args.in_flight,
+                send_to_all_replicas: match args.fanout.as_str() {
+                    "all" => true,
+                    "primary" => false,
+                    other => {
+                        eprintln!("bench: --fanout {other}: expected `primary` or `all`");
+                        return ExitCode::FAILURE;
+                    }
+                },
                 build: args.build,
             };
             match rt.block_on(bench(&opts)) {
