@@ -44,6 +44,12 @@ pub struct BenchOptions {
     pub send_to_all_replicas: bool,
     /// Requests outstanding per client (each value a series).
     pub in_flight: Vec<usize>,
+    /// `K` (none: the node's default); the log window is `2K`.
+    pub checkpoint_interval_seqs: Option<u64>,
+    /// Distinct keys each closed loop writes, round robin: the replicated
+    /// state holds at most loops x keys x payload bytes, and a checkpoint
+    /// snapshots all of it.
+    pub keys_per_loop: u64,
     /// How the binaries were built (for the table).
     pub build: String,
 }
@@ -151,12 +157,13 @@ pub async fn bench(opts: &BenchOptions) -> Result<Vec<Point>> {
     let max_clients = opts.clients.iter().copied().max().unwrap_or(1);
     let tps = ticks_per_second() as f64;
     println!(
-        "bench: {} replicas on loopback, {} build, durability {}, {} worker thread(s) per replica, closed-loop clients sending to {}; warm-up {:.0} s, window {:.0} s per point",
+        "bench: {} replicas on loopback, {} build, durability {}, {} worker thread(s) per replica, closed-loop clients sending to {}, {} keys per loop; warm-up {:.0} s, window {:.0} s per point",
         opts.replicas,
         opts.build,
         opts.durability.as_deref().unwrap_or("sync-every-write (default)"),
         opts.worker_threads.map_or_else(|| "1 (default)".to_owned(), |n| n.to_string()),
         if opts.send_to_all_replicas { "all replicas" } else { "the primary" },
+        opts.keys_per_loop,
         opts.warmup.as_secs_f64(),
         opts.window.as_secs_f64()
     );
@@ -173,6 +180,12 @@ pub async fn bench(opts: &BenchOptions) -> Result<Vec<Point>> {
             proxy: false,
             protocol: Protocol {
                 batch_requests_max: batch as u64,
+                checkpoint_interval_seqs: opts
+                    .checkpoint_interval_seqs
+                    .unwrap_or(Protocol::node_defaults().checkpoint_interval_seqs),
+                log_window_seqs: 2 * opts
+                    .checkpoint_interval_seqs
+                    .unwrap_or(Protocol::node_defaults().checkpoint_interval_seqs),
                 ..Protocol::node_defaults()
             },
             durability: opts.durability.clone(),
@@ -268,6 +281,7 @@ async fn measure(
 ) -> Point {
     let stop = Arc::new(AtomicBool::new(false));
     let measuring = Arc::new(AtomicBool::new(false));
+    let keys_per_loop = opts.keys_per_loop.max(1);
     let loops: Vec<(String, Arc<Client>)> = clients
         .iter()
         .enumerate()
@@ -284,7 +298,7 @@ async fn measure(
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let op = KvOp::Put {
-                        key: format!("b/{c}/{}", i % 256).into_bytes(),
+                        key: format!("b/{c}/{}", i % keys_per_loop).into_bytes(),
                         value: vec![b'v'; payload],
                     }
                     .encode();

@@ -126,6 +126,13 @@ struct BenchArgs {
     /// comma-separated, each value a series): 1 is the classic closed loop.
     #[arg(long, value_delimiter = ',', default_value = "1,32")]
     in_flight: Vec<usize>,
+    /// Checkpoint interval `K` (default: the node's, 128); the window is `2K`.
+    #[arg(long)]
+    checkpoint_interval: Option<u64>,
+    /// Distinct keys each closed loop writes (the state, which every
+    /// checkpoint snapshots whole, is at most loops x keys x payload).
+    #[arg(long, default_value_t = 16)]
+    keys_per_loop: u64,
     /// Where the clusters go.
     #[arg(long, default_value = "target/bench/run")]
     work_dir: PathBuf,
@@ -205,6 +212,8 @@ fn main() -> ExitCode {
                 durability: args.durability,
                 worker_threads: args.worker_threads,
                 in_flight: args.in_flight,
+                checkpoint_interval_seqs: args.checkpoint_interval,
+                keys_per_loop: args.keys_per_loop,
                 send_to_all_replicas: match args.fanout.as_str() {
                     "all" => true,
                     "primary" => false,
