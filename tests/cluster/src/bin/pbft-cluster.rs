@@ -145,6 +145,19 @@ struct BenchArgs {
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    // The bench's load generator shares the 2 cores with the replicas: one
+    // thread, no cross-thread wake-ups (PBFT_BENCH_LOADGEN_THREADS=2 to
+    // compare).
+    let bench = std::env::args().nth(1).as_deref() == Some("bench");
+    let threads = std::env::var("PBFT_BENCH_LOADGEN_THREADS")
+        .ok()
+        .and_then(|t| t.parse::<usize>().ok())
+        .unwrap_or(1);
+    if bench && threads <= 1 {
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+    }
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
