@@ -169,6 +169,9 @@ pub async fn bench(opts: &BenchOptions) -> Result<Vec<Point>> {
     );
     println!("{}", table_header());
     let mut points = Vec::new();
+    let k = opts
+        .checkpoint_interval_seqs
+        .unwrap_or(Protocol::node_defaults().checkpoint_interval_seqs);
     for &batch in &opts.batches {
         let dir = opts.work_dir.join(format!("batch-{batch}"));
         let _ = std::fs::remove_dir_all(&dir);
@@ -180,12 +183,8 @@ pub async fn bench(opts: &BenchOptions) -> Result<Vec<Point>> {
             proxy: false,
             protocol: Protocol {
                 batch_requests_max: batch as u64,
-                checkpoint_interval_seqs: opts
-                    .checkpoint_interval_seqs
-                    .unwrap_or(Protocol::node_defaults().checkpoint_interval_seqs),
-                log_window_seqs: 2 * opts
-                    .checkpoint_interval_seqs
-                    .unwrap_or(Protocol::node_defaults().checkpoint_interval_seqs),
+                checkpoint_interval_seqs: k,
+                log_window_seqs: 2 * k,
                 ..Protocol::node_defaults()
             },
             durability: opts.durability.clone(),
