@@ -1758,6 +1758,17 @@ impl<A: Application> Replica<A> {
             FetchResponse::NotAvailable { .. } => return,
         };
         let seq = pre_prepare.value.seq;
+        if seq > self.last_executed
+            && self
+                .log
+                .get(&seq)
+                .is_some_and(|s| s.committed && s.batch.is_none())
+        {
+            // Committed here by digest (a NEW-VIEW's re-proposal, PBFT 4.4)
+            // while the batch never came: the digest this replica committed
+            // is the proof, the batch only has to match it.
+            return self.on_prepared_batch(from, seq, batch);
+        }
         if seq <= self.last_executed || self.log.get(&seq).is_some_and(|s| s.committed) {
             return self.reject(peer, Rejection::Duplicate);
         }
@@ -1843,11 +1854,10 @@ impl<A: Application> Replica<A> {
         slot.committed = true;
         self.execute_ready();
         // Catching up: ask the same peer for the next batch if it is not
-        // committed here yet and later ones are known to exist.
+        // committed here yet and later ones are known to exist, so that a
+        // replica behind fetches at the round-trip rate, not once a tick.
         let next = self.last_executed.next();
-        let behind = self.log.range(next..).next().is_some()
-            || self.checkpoints.range(next..).next().is_some();
-        if behind && !self.log.get(&next).is_some_and(|s| s.committed) {
+        if self.known_beyond_executed() && !self.log.get(&next).is_some_and(|s| s.committed) {
             self.outputs.push(Output::Send {
                 to: from,
                 message: Message::Fetch(Fetch::Batch { seq: next }),
@@ -1907,6 +1917,17 @@ impl<A: Application> Replica<A> {
         !self.pending.is_empty()
     }
 
+    /// Whether some replica's message, or this replica's log, names a
+    /// sequence number it has not executed: there is a batch to fetch.
+    /// (`highest_seen` counts messages refused for their view: a replica
+    /// alone in a higher view keeps up with the others' commits.)
+    fn known_beyond_executed(&self) -> bool {
+        let next = self.last_executed.next();
+        self.log.range(next..).next().is_some()
+            || self.checkpoints.range(next..).next().is_some()
+            || self.highest_seen >= next
+    }
+
     /// Whether something this replica took part in is not finished: a batch
     /// not executed, or a checkpoint of its own not stable.
     fn has_outstanding_work(&self) -> bool {
@@ -1936,6 +1957,14 @@ impl<A: Application> Replica<A> {
             if let Some(m) = self.own_pre_prepare_message(*seq) {
                 messages.push(m);
             }
+            if let (Some(pp), None) = (&slot.pre_prepare, &slot.batch) {
+                // PBFT 4.4: a re-proposal whose batch this replica lacks;
+                // the first fetch (on entering the view) may have been lost.
+                messages.push(Message::Fetch(Fetch::PreparedBatch {
+                    seq: *seq,
+                    digest: pp.value().digest,
+                }));
+            }
             if let Some(p) = slot.prepares.get(&self.id) {
                 messages.push(Message::Prepare(p.signed().clone()));
             }
@@ -1951,12 +1980,9 @@ impl<A: Application> Replica<A> {
         {
             messages.push(Message::Checkpoint(c.signed().clone()));
         }
-        let next = self.last_executed.next();
-        let known_later = self.log.range(next..).next().is_some()
-            || self.checkpoints.range(next..).next().is_some()
-            || self.highest_seen >= next;
-        if known_later {
-            messages.push(Message::Fetch(Fetch::Batch { seq: next }));
+        if self.known_beyond_executed() {
+            let seq = self.last_executed.next();
+            messages.push(Message::Fetch(Fetch::Batch { seq }));
         }
         self.outputs
             .extend(messages.into_iter().map(Output::Broadcast));

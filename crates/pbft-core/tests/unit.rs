@@ -1531,6 +1531,41 @@ fn a_replica_alone_in_a_higher_view_fetches_what_the_others_commit() {
         ))),
         "{out:?}"
     );
+    // The others went on to seq 2. The answer for seq 1 installs it, and the
+    // replica asks the same peer for seq 2 at once instead of waiting for
+    // the next tick (catching up at the round-trip rate).
+    let b2 = s.batch(&[2]);
+    let d2 = batch_digest(&b2).unwrap();
+    ahead.step(Time(12_100), msg(2, Message::Commit(s.commit(2, 2, d2))));
+    let commits = pbft_types::QuorumCert {
+        value: Commit {
+            view: View(0),
+            seq: SeqNo(1),
+            digest: d,
+        },
+        signatures: [0usize, 1, 2]
+            .iter()
+            .map(|i| (ReplicaId(*i as u32), s.commit(*i, 1, d).signature))
+            .collect(),
+    };
+    let response = Message::FetchResponse(pbft_types::FetchResponse::Batch {
+        pre_prepare: s.pre_prepare(0, 0, 1, &b),
+        batch: b,
+        commits,
+    });
+    let out = ahead.step(Time(12_200), msg(2, response));
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Executed { seq: SeqNo(1), .. })),
+        "{out:?}"
+    );
+    assert!(
+        out.contains(&Output::Send {
+            to: ReplicaId(2),
+            message: Message::Fetch(pbft_types::Fetch::Batch { seq: SeqNo(2) }),
+        }),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -1762,4 +1797,109 @@ fn a_backup_verifies_only_the_requests_it_did_not_receive_from_the_client() {
         )
     );
     assert_eq!(b3.stats().request_signatures_verified, 2);
+}
+
+/// A backup that enters view 1 from a NEW-VIEW re-proposing a batch it does
+/// not hold prepares and commits it by digest (PBFT 4.4). If its fetch of
+/// the batch is lost, the batch must still arrive: the retransmission tick
+/// asks for it again, and a committed batch fetched with its proof fills
+/// the slot instead of being refused as a duplicate.
+#[test]
+fn a_batch_committed_by_digest_is_fetched_again_until_it_executes() {
+    let s = setup(4);
+    let b = s.batch(&[1]);
+    let cert = prepared_cert(&s, 1, &b);
+    let d = cert.pre_prepare.value.digest;
+    let pp1 = s.signers[1]
+        .sign(PrePrepare {
+            view: View(1),
+            seq: SeqNo(1),
+            digest: d,
+        })
+        .unwrap();
+    let nv = s.signers[1]
+        .sign(pbft_types::NewView {
+            view: View(1),
+            view_changes: vec![
+                view_change_of(&s, 1, 1, vec![]),
+                view_change_of(&s, 2, 1, vec![cert]),
+                view_change_of(&s, 3, 1, vec![]),
+            ],
+            pre_prepares: vec![pp1.clone()],
+        })
+        .unwrap();
+    let fetch = Output::Broadcast(Message::Fetch(pbft_types::Fetch::PreparedBatch {
+        seq: SeqNo(1),
+        digest: d,
+    }));
+    let mut backup = s.replica(3);
+    let out = backup.step(T0, msg(1, Message::NewView(nv)));
+    assert!(out.contains(&fetch), "{out:?}");
+    // The fetch is lost. The view's votes arrive: prepared, then committed
+    // by digest, but nothing executes without the batch.
+    backup.step(T0, Input::PersistDone(PersistId(0)));
+    let vote = |signer: usize, commit: bool| {
+        let key = &s.signers[signer];
+        if commit {
+            Message::Commit(
+                key.sign(Commit {
+                    view: View(1),
+                    seq: SeqNo(1),
+                    digest: d,
+                })
+                .unwrap(),
+            )
+        } else {
+            Message::Prepare(
+                key.sign(Prepare {
+                    view: View(1),
+                    seq: SeqNo(1),
+                    digest: d,
+                })
+                .unwrap(),
+            )
+        }
+    };
+    backup.step(T0, msg(2, vote(2, false)));
+    backup.step(T0, Input::PersistDone(PersistId(1)));
+    backup.step(T0, msg(1, vote(1, true)));
+    let out = backup.step(T0, msg(2, vote(2, true)));
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Executed { .. })),
+        "{out:?}"
+    );
+    assert_eq!(backup.last_executed(), SeqNo(0));
+    // The retransmission tick asks for the batch by digest again.
+    let out = backup.step(T0.plus_us(2_000), Input::TimerFired(Timer::Retransmit));
+    assert!(out.contains(&fetch), "{out:?}");
+    // A committed batch with its proof (what `Fetch::Batch` returns) fills
+    // the slot: its digest matches the one committed here.
+    let commits = pbft_types::QuorumCert {
+        value: Commit {
+            view: View(1),
+            seq: SeqNo(1),
+            digest: d,
+        },
+        signatures: [1usize, 2, 3]
+            .iter()
+            .map(|i| {
+                let Message::Commit(c) = vote(*i, true) else {
+                    unreachable!()
+                };
+                (ReplicaId(*i as u32), c.signature)
+            })
+            .collect(),
+    };
+    let response = Message::FetchResponse(pbft_types::FetchResponse::Batch {
+        pre_prepare: pp1,
+        batch: b,
+        commits,
+    });
+    let out = backup.step(T0.plus_us(2_000), msg(2, response));
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Executed { seq: SeqNo(1), digest, .. } if *digest == d)),
+        "{out:?}"
+    );
+    assert_eq!(backup.last_executed(), SeqNo(1));
 }
