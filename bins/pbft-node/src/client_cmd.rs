@@ -44,6 +44,10 @@ async fn connect(settings: &ClientSettings) -> Result<Client, NodeError> {
     config.request_timeout_ms = settings.request_timeout_ms;
     config.retransmit_timeout_ms = settings.retransmit_timeout_ms;
     config.send_to_all_replicas = settings.send_to_all_replicas;
+    config.authentication = match settings.authentication {
+        crate::config::ClientAuthSetting::Signature => pbft_client::Authentication::Signature,
+        crate::config::ClientAuthSetting::Macs => pbft_client::Authentication::Macs,
+    };
     let client = Client::connect(config)
         .await
         .map_err(|e| NodeError::Other(e.to_string()))?;

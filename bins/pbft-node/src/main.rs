@@ -60,6 +60,11 @@ enum Command {
         /// /data in a container).
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
+        /// How requests are authenticated: 'signatures' (clients sign every
+        /// request) or 'macs' (clients send one MAC per replica: faster; a
+        /// Byzantine client can then stall a batch until a view change).
+        #[arg(long, default_value = "signatures", value_parser = ["signatures", "macs"])]
+        request_auth: String,
     },
     /// Run a replica until SIGTERM.
     Run {
@@ -180,6 +185,7 @@ fn main() -> ExitCode {
             cluster_id,
             host_template,
             data_dir,
+            request_auth,
         } => {
             let spec = testnet::TestnetSpec {
                 replicas,
@@ -191,6 +197,11 @@ fn main() -> ExitCode {
                 cluster_id: cluster_id.unwrap_or_else(random_cluster_id),
                 host_template,
                 data_dir,
+                request_auth: if request_auth == "macs" {
+                    config::RequestAuthSetting::Macs
+                } else {
+                    config::RequestAuthSetting::Signatures
+                },
             };
             testnet::testnet(&spec).map(|cluster| {
                 println!(

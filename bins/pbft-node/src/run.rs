@@ -9,14 +9,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge, histogram};
-use pbft_core::{DurableState, Input, KvApp, Output, Params, PersistId, Replica, Time, Timer};
+use pbft_core::{
+    DurableState, Input, KvApp, Output, Params, PersistId, Replica, RequestAuth, Time, Timer,
+};
 use pbft_crypto::{Principal, Signer, TlsIdentity};
 use pbft_quic::{Lane, Mesh, MeshConfig};
 use pbft_storage::{Durability as StoreDurability, RocksConfig, RocksStore, Store, WriteBatch};
 use pbft_types::{ClientId, Message, RequestNo};
 use tokio::sync::mpsc;
 
-use crate::config::{Durability, NodeConfig};
+use crate::config::{Durability, NodeConfig, RequestAuthSetting};
 use crate::error::NodeError;
 use crate::recovery::{durable_state, summary, to_ops};
 
@@ -41,6 +43,10 @@ fn params(config: &NodeConfig) -> Params {
         batch_requests_max: p.batch_requests_max,
         batch_delay_us_max: p.batch_delay_us_max,
         view_change_timeout_us: p.view_change_timeout_ms.saturating_mul(1_000),
+        request_auth: match p.request_auth {
+            RequestAuthSetting::Signatures => RequestAuth::ClientSignatures,
+            RequestAuthSetting::Macs => RequestAuth::Macs,
+        },
         ..Params::default()
     }
 }

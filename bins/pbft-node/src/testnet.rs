@@ -8,7 +8,8 @@ use pbft_crypto::{write_public_key_file, SecretKey, TlsIdentity};
 use pbft_types::{ClientEntry, ClientId, ClusterConfig, ClusterId, ReplicaEntry, ReplicaId};
 
 use crate::config::{
-    ClientFile, ClusterFile, NodeFile, ProtocolSection, RuntimeSection, StorageSection,
+    ClientAuthSetting, ClientFile, ClusterFile, NodeFile, ProtocolSection, RequestAuthSetting,
+    RuntimeSection, StorageSection,
 };
 use crate::error::NodeError;
 
@@ -59,6 +60,8 @@ pub struct TestnetSpec {
     pub host_template: Option<String>,
     /// `data_dir` written into every `node.toml` (relative to it, or absolute).
     pub data_dir: PathBuf,
+    /// `request_auth` of every replica; with `macs`, clients use MACs too.
+    pub request_auth: RequestAuthSetting,
 }
 
 /// The placeholder for the replica index in [`TestnetSpec::host_template`].
@@ -170,7 +173,10 @@ pub fn testnet(spec: &TestnetSpec) -> Result<ClusterConfig, NodeError> {
             data_dir: spec.data_dir.clone(),
             listen: spec.listen(),
             metrics_listen: spec.metrics_listen(i),
-            protocol: ProtocolSection::default(),
+            protocol: ProtocolSection {
+                request_auth: spec.request_auth,
+                ..ProtocolSection::default()
+            },
             storage: StorageSection::default(),
             runtime: RuntimeSection::default(),
         };
@@ -188,6 +194,10 @@ pub fn testnet(spec: &TestnetSpec) -> Result<ClusterConfig, NodeError> {
             request_timeout_ms: 10_000,
             retransmit_timeout_ms: 500,
             send_to_all_replicas: false,
+            authentication: match spec.request_auth {
+                RequestAuthSetting::Signatures => ClientAuthSetting::Signature,
+                RequestAuthSetting::Macs => ClientAuthSetting::Macs,
+            },
         };
         let text = toml::to_string_pretty(&client).map_err(|e| NodeError::Other(e.to_string()))?;
         write(
@@ -215,6 +225,9 @@ const NODE_HEADER: &str = "\
 # batch_requests_max        requests per batch at most
 # batch_delay_us_max        how long the primary waits to fill a batch (not at all when none is in flight)
 # view_change_timeout_ms    base view-change timeout (doubles on each successive view change)
+# request_auth              signatures (default: clients sign every request) | macs (clients may
+#                           send one MAC per replica instead: faster; a Byzantine client can then
+#                           stall a batch until a view change)
 #
 # [storage]
 # durability   sync-every-write (default) | group-commit | no-sync-benchmarks-only
@@ -228,6 +241,7 @@ const CLIENT_HEADER: &str = "\
 # request_timeout_ms      give up on a request after this long
 # retransmit_timeout_ms   resend a request to every replica when no quorum answered in this long
 # send_to_all_replicas    send each request to every replica at once (backups skip its signature check)
+# authentication          signature (default) | macs (one MAC per replica; needs request_auth = 'macs')
 ";
 
 fn write(path: &Path, text: &str) -> Result<(), NodeError> {
@@ -253,7 +267,29 @@ mod tests {
             cluster_id: 42,
             host_template: None,
             data_dir: "data".into(),
+            request_auth: RequestAuthSetting::Signatures,
         }
+    }
+
+    #[test]
+    fn macs_are_written_for_replicas_and_clients() {
+        let dir = tempfile::tempdir().unwrap();
+        testnet(&TestnetSpec {
+            request_auth: RequestAuthSetting::Macs,
+            ..spec(dir.path(), 4)
+        })
+        .unwrap();
+        let node = NodeConfig::load(&dir.path().join("replica-0/node.toml")).unwrap();
+        assert_eq!(node.protocol.request_auth, RequestAuthSetting::Macs);
+        let client = ClientSettings::load(&dir.path().join("client-0/client.toml")).unwrap();
+        assert_eq!(client.authentication, ClientAuthSetting::Macs);
+        // The default stays signatures on both sides.
+        let other = tempfile::tempdir().unwrap();
+        testnet(&spec(other.path(), 4)).unwrap();
+        let node = NodeConfig::load(&other.path().join("replica-0/node.toml")).unwrap();
+        assert_eq!(node.protocol.request_auth, RequestAuthSetting::Signatures);
+        let client = ClientSettings::load(&other.path().join("client-0/client.toml")).unwrap();
+        assert_eq!(client.authentication, ClientAuthSetting::Signature);
     }
 
     #[test]

@@ -417,7 +417,7 @@ async fn malformed_requests_are_rejected_with_a_metric_and_the_cluster_keeps_ser
         ClientId(1),
     );
     let forged = forger
-        .sign(Request {
+        .sign_request(Request {
             request_no: RequestNo(u64::MAX / 2),
             read_only: false,
             op: KvOp::Put {
@@ -637,4 +637,71 @@ async fn replicas_restart_from_their_stores() {
         "{}",
         cluster.logs()
     );
+}
+
+/// TOCS 3.2 on real processes: replicas with `request_auth = "macs"` serve
+/// a client that sends one MAC per replica, also through a view change
+/// (the new primary checks its own entry); a cluster left at signatures
+/// refuses such a client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mac_cluster_serves_mac_clients_through_a_view_change() {
+    let mut cluster = Cluster::start_with(|text| {
+        *text = text.replace("request_auth = \"signatures\"", "request_auth = \"macs\"");
+        assert!(text.contains("request_auth = \"macs\""), "{text}");
+    });
+    let mac_client = |cluster: &Cluster, timeout_ms: u64| {
+        let mut c = ClientConfig::new(cluster.config.clone(), ClientId(1), cluster.client_key());
+        c.bind = "127.0.0.1:0".parse().unwrap();
+        c.request_timeout_ms = timeout_ms;
+        c.retransmit_timeout_ms = 300;
+        c.authentication = pbft_client::Authentication::Macs;
+        c
+    };
+    let c = Client::connect(mac_client(&cluster, 60_000)).await.unwrap();
+    assert!(
+        c.wait_connected(4, Duration::from_secs(30)).await,
+        "{}",
+        cluster.logs()
+    );
+    for i in 0..10 {
+        assert_eq!(
+            put(&c, &format!("k{i}"), &format!("v{i}")).await.unwrap(),
+            b"ok",
+            "{}",
+            cluster.logs()
+        );
+    }
+    cluster.kill(0);
+    for i in 10..20 {
+        assert_eq!(
+            put(&c, &format!("k{i}"), &format!("v{i}")).await.unwrap(),
+            b"ok",
+            "{}",
+            cluster.logs()
+        );
+    }
+    assert!(cluster.logs().contains("entered the new view"));
+    for i in 0..20 {
+        let mut expected = vec![1u8];
+        expected.extend_from_slice(format!("v{i}").as_bytes());
+        assert_eq!(get(&c, &format!("k{i}")).await, expected, "k{i}");
+    }
+    c.shutdown().await;
+    assert_eq!(cluster.terminate_all(), vec![0, 0, 0], "{}", cluster.logs());
+
+    let mut signatures = Cluster::start();
+    let refused = Client::connect(mac_client(&signatures, 3_000))
+        .await
+        .unwrap();
+    assert!(refused.wait_connected(4, Duration::from_secs(30)).await);
+    assert!(
+        matches!(
+            put(&refused, "k", "v").await,
+            Err(ClientError::Timeout { .. })
+        ),
+        "{}",
+        signatures.logs()
+    );
+    refused.shutdown().await;
+    signatures.terminate_all();
 }

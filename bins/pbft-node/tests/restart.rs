@@ -83,7 +83,7 @@ impl Setup {
     fn batch(&self, no: u64) -> Batch {
         let request = self
             .client
-            .sign(Request {
+            .sign_request(Request {
                 request_no: RequestNo(no),
                 read_only: false,
                 op: vec![],

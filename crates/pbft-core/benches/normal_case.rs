@@ -1,6 +1,6 @@
 //! The normal case in the simulator with real ed25519 and no network delay:
-//! n = 4, batches of 1, 16 and 128 requests of 64 B, with client signatures
-//! and with channel-authenticated requests.
+//! n = 4, batches of 1, 16 and 128 requests of 64 B, with client signatures,
+//! with MAC authenticators (TOCS 3.2) and with channel-authenticated requests.
 //!
 //! Criterion reports committed requests per second (the four replicas run
 //! one after the other on one thread, so this is the cluster's throughput on
@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use pbft_core::sim::{NetworkConfig, Sim, SimConfig};
 use pbft_core::{RequestAuth, Stats};
-use pbft_crypto::{batch_digest, Keyring, SecretKey, Signer};
+use pbft_crypto::{
+    batch_digest, Keyring, RequestAuthenticator, RequestVerifier, SecretKey, Signer,
+};
 use pbft_types::{
     Batch, ClientEntry, ClientId, ClusterConfig, ClusterId, Digest, Prepare, ReplicaEntry,
     ReplicaId, Request, RequestNo, SeqNo, View,
@@ -45,6 +47,7 @@ fn config(batch: usize, auth: RequestAuth) -> SimConfig {
     c.params.pending_requests_max = 1 << 16;
     c.params.request_auth = auth;
     c.sign_requests = auth == RequestAuth::ClientSignatures;
+    c.mac_requests = auth == RequestAuth::Macs;
     c.client_retry_us = 60_000_000;
     c
 }
@@ -57,6 +60,7 @@ struct CryptoCosts {
     verify: f64,
     sign: f64,
     request_verify_batched: f64,
+    request_mac_verify: f64,
     digest_per_request: f64,
 }
 
@@ -107,7 +111,7 @@ fn crypto_costs() -> CryptoCosts {
     let requests: Vec<_> = (1..=128u64)
         .map(|n| {
             client
-                .sign(Request {
+                .sign_request(Request {
                     request_no: RequestNo(n),
                     read_only: false,
                     op: vec![7; REQUEST_BYTES],
@@ -115,13 +119,26 @@ fn crypto_costs() -> CryptoCosts {
                 .unwrap()
         })
         .collect();
+    let verifier = RequestVerifier::new(&signer, &keyring).unwrap();
     let start = Instant::now();
     for _ in 0..20 {
-        for r in keyring.verify_batch(requests.clone()) {
+        for r in verifier.verify_many(&requests) {
             r.unwrap();
         }
     }
     let request_verify_batched = start.elapsed().as_secs_f64() / (20.0 * 128.0);
+    let macs = RequestAuthenticator::new(client.clone(), &keyring).unwrap();
+    let mac_requests: Vec<_> = requests
+        .iter()
+        .map(|r| macs.mac(r.value.clone()).unwrap())
+        .collect();
+    let start = Instant::now();
+    for _ in 0..200 {
+        for r in verifier.verify_many(&mac_requests) {
+            r.unwrap();
+        }
+    }
+    let request_mac_verify = start.elapsed().as_secs_f64() / (200.0 * 128.0);
     let batch = Batch { requests };
     let start = Instant::now();
     for _ in 0..200 {
@@ -132,6 +149,7 @@ fn crypto_costs() -> CryptoCosts {
         verify,
         sign,
         request_verify_batched,
+        request_mac_verify,
         digest_per_request,
     }
 }
@@ -147,6 +165,7 @@ fn run_once(c: &SimConfig) -> (Duration, Stats) {
         let s = sim.replica(id).unwrap().stats();
         total.signatures_verified += s.signatures_verified;
         total.request_signatures_verified += s.request_signatures_verified;
+        total.request_macs_verified += s.request_macs_verified;
         total.signatures_made += s.signatures_made;
         total.batch_digests += s.batch_digests;
         total.requests_executed += s.requests_executed;
@@ -157,15 +176,21 @@ fn run_once(c: &SimConfig) -> (Duration, Stats) {
 fn normal_case(crit: &mut Criterion) {
     let costs = crypto_costs();
     eprintln!(
-        "crypto: sign {:.1} us, verify {:.1} us, request verify (batched) {:.1} us, digest {:.2} us/request",
+        "crypto: sign {:.1} us, verify {:.1} us, request verify (batched) {:.1} us, request MAC {:.2} us, digest {:.2} us/request",
         costs.sign * 1e6,
         costs.verify * 1e6,
         costs.request_verify_batched * 1e6,
+        costs.request_mac_verify * 1e6,
         costs.digest_per_request * 1e6
     );
-    for auth in [RequestAuth::ClientSignatures, RequestAuth::Channel] {
+    for auth in [
+        RequestAuth::ClientSignatures,
+        RequestAuth::Macs,
+        RequestAuth::Channel,
+    ] {
         let name = match auth {
             RequestAuth::ClientSignatures => "client_signatures",
+            RequestAuth::Macs => "macs",
             RequestAuth::Channel => "channel_auth",
         };
         let mut group = crit.benchmark_group(format!("n4_{name}"));
@@ -179,6 +204,7 @@ fn normal_case(crit: &mut Criterion) {
                 let crypto = s.signatures_verified as f64 * costs.verify
                     + s.signatures_made as f64 * costs.sign
                     + s.request_signatures_verified as f64 * costs.request_verify_batched
+                    + s.request_macs_verified as f64 * costs.request_mac_verify
                     + s.batch_digests as f64 * batch as f64 * costs.digest_per_request;
                 let wall = elapsed.as_secs_f64();
                 samples.push((wall, crypto));

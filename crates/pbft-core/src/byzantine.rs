@@ -1643,7 +1643,7 @@ mod tests {
             requests: f.clients[..count]
                 .iter()
                 .map(|c| {
-                    c.sign(Request {
+                    c.sign_request(Request {
                         request_no: RequestNo(1),
                         read_only: false,
                         op: vec![1, 2, 3],

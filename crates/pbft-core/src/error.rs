@@ -35,6 +35,26 @@ pub enum Rejection {
         /// Its request number.
         request_no: RequestNo,
     },
+    /// A client request's MAC for this replica did not verify, or its
+    /// authenticator is malformed (TOCS 3.2).
+    #[error("bad MAC on request {request_no} of client {client}")]
+    BadRequestMac {
+        /// The client.
+        client: ClientId,
+        /// Its request number.
+        request_no: RequestNo,
+    },
+    /// A request authenticated in a way this cluster does not accept
+    /// (MACs when [`crate::RequestAuth::ClientSignatures`] is chosen).
+    #[error("request {request_no} of client {client}: {kind} not accepted by this cluster")]
+    AuthenticatorNotAccepted {
+        /// The client.
+        client: ClientId,
+        /// Its request number.
+        request_no: RequestNo,
+        /// The kind of authenticator.
+        kind: &'static str,
+    },
     /// The client is not in the cluster configuration.
     #[error("unknown client {0}")]
     UnknownClient(ClientId),
@@ -166,6 +186,8 @@ impl Rejection {
             Self::ClientMismatch { .. } => "client_mismatch",
             Self::BadSignature => "bad_signature",
             Self::BadRequestSignature { .. } => "bad_request_signature",
+            Self::BadRequestMac { .. } => "bad_request_mac",
+            Self::AuthenticatorNotAccepted { .. } => "authenticator_not_accepted",
             Self::UnknownClient(_) => "unknown_client",
             Self::UnknownReplica(_) => "unknown_replica",
             Self::WrongView { .. } => "wrong_view",

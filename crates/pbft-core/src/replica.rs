@@ -3,11 +3,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use pbft_crypto::{Keyring, Signable, Signer, Verified};
+use pbft_crypto::{Keyring, RequestVerifier, Signable, Signer, Verified};
 use pbft_types::{
-    Batch, Checkpoint, ClientId, ClientRequest, ClusterConfig, Commit, Digest, Fetch,
-    FetchResponse, Message, NewView, PrePrepare, Prepare, PreparedCert, QuorumCert, ReplicaId,
-    Reply, RequestNo, SeqNo, Signed, View, ViewChange,
+    Authenticator, Batch, Checkpoint, ClientId, ClientRequest, ClusterConfig, Commit, Digest,
+    Fetch, FetchResponse, Message, NewView, PrePrepare, Prepare, PreparedCert, QuorumCert,
+    ReplicaId, Reply, RequestNo, SeqNo, Signed, View, ViewChange,
 };
 
 use crate::app::{Application, CachedReply, Snapshot};
@@ -28,6 +28,10 @@ pub struct Stats {
     pub signatures_verified: u64,
     /// Client request signatures checked (in batches).
     pub request_signatures_verified: u64,
+    /// Client request MAC entries checked (TOCS 3.2).
+    pub request_macs_verified: u64,
+    /// Parked pre-prepares accepted on `f + 1` other backups' prepares.
+    pub pre_prepares_vouched: u64,
     /// Signatures made.
     pub signatures_made: u64,
     /// Batch digests computed.
@@ -88,12 +92,17 @@ enum AfterPersist {
     BroadcastNewView(Signed<NewView>),
 }
 
-/// A pre-prepare waiting for requests this backup does not hold yet
-/// ([`RequestAuth::Channel`]).
+/// A pre-prepare whose batch holds requests this backup could not
+/// authenticate itself: not received from their clients
+/// ([`RequestAuth::Channel`]) or with a bad MAC entry
+/// ([`RequestAuth::Macs`]). It is accepted once each of them arrives from
+/// its client, or once `f + 1` other backups prepared it.
 #[derive(Debug)]
 struct Parked {
     pre_prepare: Verified<PrePrepare>,
     batch: Batch,
+    /// Indices into `batch.requests` of the requests not authenticated here.
+    missing: Vec<usize>,
 }
 
 /// Requests waiting to be ordered (primary) or executed (backup), in
@@ -123,6 +132,10 @@ impl Pending {
     fn get(&self, client: ClientId, no: RequestNo) -> Option<&ClientRequest> {
         let arrival = self.by_client.get(&client)?.get(&no)?;
         self.by_arrival.get(arrival)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &ClientRequest> {
+        self.by_arrival.values()
     }
 
     fn client_len(&self, client: ClientId) -> usize {
@@ -186,6 +199,8 @@ pub struct Replica<A> {
     params: Params,
     signer: Signer<ReplicaId>,
     keyring: Keyring,
+    /// Checks client requests: signatures, and this replica's MAC entry.
+    request_verifier: RequestVerifier,
     app: A,
     /// The client reply table, part of the checkpointed state (PBFT 4.3).
     replies: BTreeMap<ClientId, CachedReply>,
@@ -267,12 +282,15 @@ impl<A: Application> Replica<A> {
             _ => return Err(ParamsError::UnknownReplica(id)),
         }
         let keyring = Keyring::new(&config).map_err(|e| ParamsError::Keys(e.to_string()))?;
+        let request_verifier = RequestVerifier::new(&signer, &keyring)
+            .map_err(|e| ParamsError::Keys(e.to_string()))?;
         Ok(Self {
             id,
             config,
             params,
             signer,
             keyring,
+            request_verifier,
             app,
             replies: BTreeMap::new(),
             view: View(0),
@@ -672,6 +690,31 @@ impl<A: Application> Replica<A> {
             return self.reject(peer, Rejection::RequestTooLarge { max, got: size });
         }
         let no = request.value.request_no;
+        if let Authenticator::Macs(_) = &request.auth {
+            // TOCS 3.2: this replica's entry of the authenticator, checked
+            // at once (it is cheap), so that what waits in `pending` is
+            // authentic here.
+            if !self.params.request_auth.accepts_macs() {
+                return self.reject(
+                    peer,
+                    Rejection::AuthenticatorNotAccepted {
+                        client: from,
+                        request_no: no,
+                        kind: "MACs",
+                    },
+                );
+            }
+            self.stats.request_macs_verified += 1;
+            if self.request_verifier.verify(&request).is_err() {
+                return self.reject(
+                    peer,
+                    Rejection::BadRequestMac {
+                        client: from,
+                        request_no: no,
+                    },
+                );
+            }
+        }
         if let Some(cached) = self.replies.get(&from) {
             if no == cached.request_no {
                 // PBFT 4.1: a retransmitted request gets the stored reply again.
@@ -715,7 +758,7 @@ impl<A: Application> Replica<A> {
                 self.batch_deadline = Some(self.now.plus_us(self.params.batch_delay_us_max));
             }
             self.try_propose();
-        } else if self.params.request_auth == RequestAuth::Channel && !self.parked.is_empty() {
+        } else if !self.parked.is_empty() {
             self.retry_parked();
         }
     }
@@ -773,22 +816,30 @@ impl<A: Application> Replica<A> {
 
     /// Client signatures checked in one ed25519 batch: the authentic
     /// requests in their order; each forged one is rejected with
-    /// [`Rejection::BadRequestSignature`].
+    /// [`Rejection::BadRequestSignature`]. Requests with MACs were checked
+    /// when they arrived (`on_client_request`) and pass unchanged.
     fn verified_client_requests(&mut self, requests: Vec<ClientRequest>) -> Vec<ClientRequest> {
-        let keys: Vec<(ClientId, RequestNo)> = requests
+        let signed: Vec<&ClientRequest> = requests
             .iter()
-            .map(|r| (r.signer, r.value.request_no))
+            .filter(|r| matches!(r.auth, Authenticator::Signature(_)))
             .collect();
-        self.stats.request_signatures_verified += requests.len() as u64;
-        let results = self.keyring.verify_batch(requests);
-        let mut out = Vec::with_capacity(results.len());
-        for (result, (client, request_no)) in results.into_iter().zip(keys) {
-            match result {
-                Ok(v) => out.push(v.into_signed()),
-                Err(_) => self.reject(
+        if signed.is_empty() {
+            return requests;
+        }
+        self.stats.request_signatures_verified += signed.len() as u64;
+        let mut verdicts = self.request_verifier.verify_many(signed).into_iter();
+        let mut out = Vec::with_capacity(requests.len());
+        for r in requests {
+            let forged = matches!(r.auth, Authenticator::Signature(_))
+                && verdicts.next().is_some_and(|v| v.is_err());
+            if forged {
+                let (client, request_no) = (r.signer, r.value.request_no);
+                self.reject(
                     Peer::Client(client),
                     Rejection::BadRequestSignature { client, request_no },
-                ),
+                );
+            } else {
+                out.push(r);
             }
         }
         out
@@ -996,29 +1047,31 @@ impl<A: Application> Replica<A> {
             Ok(pp) => pp,
             Err(_) => return self.reject(peer, Rejection::BadSignature),
         };
-        match self.params.request_auth {
-            RequestAuth::ClientSignatures => {
-                if let Err(reason) = self.verify_requests(&batch) {
-                    return self.reject(peer, reason);
-                }
-                self.accept_pre_prepare(pp, batch);
-            }
-            RequestAuth::Channel => {
-                if self.holds_all(&batch) {
-                    self.accept_pre_prepare(pp, batch);
-                } else if self.parked.len() >= self.params.parked_pre_prepares_max {
-                    self.reject(peer, Rejection::Full("parked_pre_prepares"));
-                } else {
-                    self.parked.insert(
-                        seq,
-                        Parked {
-                            pre_prepare: pp,
-                            batch,
-                        },
-                    );
+        let missing = match self.params.request_auth {
+            RequestAuth::ClientSignatures | RequestAuth::Macs => {
+                match self.verify_requests(&batch) {
+                    Ok(missing) => missing,
+                    Err(reason) => return self.reject(peer, reason),
                 }
             }
+            RequestAuth::Channel => self.unheld(&batch),
+        };
+        if missing.is_empty() {
+            return self.accept_pre_prepare(pp, batch);
         }
+        if self.parked.len() >= self.params.parked_pre_prepares_max {
+            return self.reject(peer, Rejection::Full("parked_pre_prepares"));
+        }
+        self.parked.insert(
+            seq,
+            Parked {
+                pre_prepare: pp,
+                batch,
+                missing,
+            },
+        );
+        // Prepares of other backups may have arrived first.
+        self.accept_if_vouched(seq);
     }
 
     /// Cheap structural checks, before any hashing or signature check.
@@ -1070,36 +1123,57 @@ impl<A: Application> Replica<A> {
         Ok(())
     }
 
-    /// Client signatures of a batch, with ed25519 batch verification, for
-    /// the requests this backup did not receive from their clients itself.
-    /// A request it holds, identical, came over that client's authenticated
-    /// channel (the node binds the channel's certificate to the client id,
-    /// and `on_client_request` to the request's signer): the channel is its
-    /// authenticator (PBFT 4.1, TOCS 3.2), so its signature is not checked
-    /// again. Clients that send every request to all replicas spare the
-    /// backups all but the primary's share of the verification.
-    fn verify_requests(&mut self, batch: &Batch) -> Result<(), Rejection> {
-        let unheld: Vec<ClientRequest> = batch
+    /// The requests of a batch this backup did not receive itself from
+    /// their clients, checked: a request it holds, identical, came over
+    /// that client's authenticated channel (the node binds the channel's
+    /// certificate to the client id, and `on_client_request` to the
+    /// request's signer, PBFT 4.1, TOCS 3.2), so it is not checked again.
+    /// Signatures are checked with ed25519 batch verification; a bad one is
+    /// transferable evidence (a correct primary checks every signature
+    /// before it proposes) and the pre-prepare is refused. A bad MAC entry
+    /// proves nothing (the client may have made it bad for this replica
+    /// only): those requests are returned as missing, by index, and the
+    /// pre-prepare waits for `f + 1` other backups to vouch for it.
+    fn verify_requests(&mut self, batch: &Batch) -> Result<Vec<usize>, Rejection> {
+        let unheld: Vec<(usize, &ClientRequest)> = batch
             .requests
             .iter()
-            .filter(|r| !self.holds(r))
-            .cloned()
+            .enumerate()
+            .filter(|(_, r)| !self.holds(r))
             .collect();
         if unheld.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        self.stats.request_signatures_verified += unheld.len() as u64;
-        let keys: Vec<(ClientId, RequestNo)> = unheld
-            .iter()
-            .map(|r| (r.signer, r.value.request_no))
-            .collect();
-        let results = self.keyring.verify_batch(unheld);
-        for (result, (client, request_no)) in results.iter().zip(keys) {
-            if result.is_err() {
-                return Err(Rejection::BadRequestSignature { client, request_no });
+        let mut missing = Vec::new();
+        for (_, r) in &unheld {
+            match r.auth {
+                Authenticator::Signature(_) => self.stats.request_signatures_verified += 1,
+                Authenticator::Macs(_) if !self.params.request_auth.accepts_macs() => {
+                    return Err(Rejection::AuthenticatorNotAccepted {
+                        client: r.signer,
+                        request_no: r.value.request_no,
+                        kind: "MACs",
+                    })
+                }
+                Authenticator::Macs(_) => self.stats.request_macs_verified += 1,
             }
         }
-        Ok(())
+        let verdicts = self
+            .request_verifier
+            .verify_many(unheld.iter().map(|(_, r)| *r));
+        for ((i, r), verdict) in unheld.iter().zip(verdicts) {
+            match (verdict, &r.auth) {
+                (Ok(()), _) => {}
+                (Err(_), Authenticator::Signature(_)) => {
+                    return Err(Rejection::BadRequestSignature {
+                        client: r.signer,
+                        request_no: r.value.request_no,
+                    })
+                }
+                (Err(_), Authenticator::Macs(_)) => missing.push(*i),
+            }
+        }
+        Ok(missing)
     }
 
     /// Whether this replica received `request`, identical, from its client.
@@ -1109,24 +1183,63 @@ impl<A: Application> Replica<A> {
             .is_some_and(|held| held.value == request.value)
     }
 
-    /// [`RequestAuth::Channel`]: every request was received by this replica
-    /// from its client (or already executed, in which case execution skips
-    /// it).
-    fn holds_all(&self, batch: &Batch) -> bool {
-        batch.requests.iter().all(|r| {
-            let executed = self
-                .replies
-                .get(&r.signer)
-                .is_some_and(|c| r.value.request_no <= c.request_no);
-            executed || self.holds(r)
+    fn executed(&self, request: &ClientRequest) -> bool {
+        self.replies
+            .get(&request.signer)
+            .is_some_and(|c| request.value.request_no <= c.request_no)
+    }
+
+    /// [`RequestAuth::Channel`]: the requests of a batch this replica did
+    /// not receive from their clients (executed ones excepted: execution
+    /// skips them).
+    fn unheld(&self, batch: &Batch) -> Vec<usize> {
+        batch
+            .requests
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !self.executed(r) && !self.holds(r))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// A parked pre-prepare is ready once every request it lacked arrived
+    /// from its client (or executed meanwhile).
+    fn parked_ready(&self, p: &Parked) -> bool {
+        p.missing.iter().all(|i| {
+            p.batch
+                .requests
+                .get(*i)
+                .is_none_or(|r| self.executed(r) || self.holds(r))
         })
+    }
+
+    /// TOCS 3.2: `f + 1` backups other than this one prepared the parked
+    /// pre-prepare at `seq`. At least one of them is correct and accepted
+    /// it only after authenticating every request itself, so the batch is
+    /// authentic although this replica could not check all of it.
+    fn accept_if_vouched(&mut self, seq: SeqNo) {
+        let Some(p) = self.parked.get(&seq) else {
+            return;
+        };
+        let pp = p.pre_prepare.value();
+        let vouchers = self.log.get(&seq).map_or(0, |slot| {
+            self.matching_prepares(slot, pp)
+                .filter(|v| v.signer() != self.id)
+                .count()
+        });
+        if vouchers > self.config.f() {
+            if let Some(p) = self.parked.remove(&seq) {
+                self.stats.pre_prepares_vouched += 1;
+                self.accept_pre_prepare(p.pre_prepare, p.batch);
+            }
+        }
     }
 
     fn retry_parked(&mut self) {
         let ready: Vec<SeqNo> = self
             .parked
             .iter()
-            .filter(|(_, p)| self.holds_all(&p.batch))
+            .filter(|(_, p)| self.parked_ready(p))
             .map(|(seq, _)| *seq)
             .collect();
         for seq in ready {
@@ -1194,6 +1307,9 @@ impl<A: Application> Replica<A> {
             return;
         };
         self.record_vote(from, seq, signed, |slot| &mut slot.prepares);
+        if self.parked.contains_key(&seq) {
+            self.accept_if_vouched(seq);
+        }
     }
 
     /// PBFT 4.2: commits from distinct replicas (the primary included).
@@ -1907,7 +2023,11 @@ impl<A: Application> Replica<A> {
     /// an authentic request is still pending. With
     /// [`RequestAuth::Channel`] the channel authenticated them already.
     fn drop_forged_pending(&mut self) -> bool {
-        if self.params.request_auth == RequestAuth::Channel || self.pending.is_empty() {
+        let unchecked = self
+            .pending
+            .iter()
+            .any(|r| matches!(r.auth, Authenticator::Signature(_)));
+        if self.params.request_auth == RequestAuth::Channel || !unchecked {
             return !self.pending.is_empty();
         }
         let all = self.pending.take_front(self.pending.len());

@@ -16,10 +16,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use pbft_crypto::{SecretKey, Signer};
+use pbft_crypto::{Keyring, RequestAuthenticator, SecretKey, Signer};
 use pbft_types::{
-    ClientEntry, ClientId, ClientRequest, ClusterConfig, ClusterId, Digest, Message, ReplicaEntry,
-    ReplicaId, Reply, Request, RequestNo, SeqNo, Signature, Signed,
+    Authenticator, ClientEntry, ClientId, ClientRequest, ClusterConfig, ClusterId, Digest, Message,
+    ReplicaEntry, ReplicaId, Reply, Request, RequestNo, SeqNo, Signature,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -93,6 +93,9 @@ pub struct SimConfig {
     /// Whether clients sign requests (needed with
     /// [`RequestAuth::ClientSignatures`]).
     pub sign_requests: bool,
+    /// Whether clients authenticate requests with MACs instead (TOCS 3.2;
+    /// needs [`RequestAuth::Macs`]); takes precedence over `sign_requests`.
+    pub mac_requests: bool,
     /// Network partitions between replicas (FAULTS.md 12), each active for
     /// a time span.
     pub partitions: Vec<Partition>,
@@ -174,6 +177,7 @@ impl SimConfig {
             time_limit_us: 60_000_000,
             events_max: 50_000_000,
             sign_requests: true,
+            mac_requests: false,
             partitions: Vec::new(),
         }
     }
@@ -246,6 +250,11 @@ impl SimConfig {
         }
         let mut params = params;
         params.propose_when_idle = rng.gen_bool(0.5);
+        // Drawn last as well: half of the signing seeds use MACs.
+        let macs = !channel && rng.gen_bool(0.5);
+        if macs {
+            params.request_auth = RequestAuth::Macs;
+        }
         Self {
             seed,
             replicas,
@@ -261,6 +270,7 @@ impl SimConfig {
             time_limit_us: 120_000_000,
             events_max: 2_000_000,
             sign_requests: !channel,
+            mac_requests: macs,
             partitions: Vec::new(),
         }
     }
@@ -527,6 +537,7 @@ impl Sim {
         }
         .validated()
         .map_err(|e| e.to_string())?;
+        let keyring = Keyring::new(&cluster).map_err(|e| e.to_string())?;
         let mut nodes = Vec::with_capacity(config.replicas);
         for entry in &cluster.replicas {
             let key = replica_keys
@@ -564,6 +575,8 @@ impl Sim {
         for (i, key) in client_keys.into_iter().enumerate() {
             let id = ClientId(i as u64 + 1);
             let signer = Signer::new(key, cluster.cluster_id, id);
+            let macs =
+                RequestAuthenticator::new(signer.clone(), &keyring).map_err(|e| e.to_string())?;
             let mut requests = Vec::with_capacity(config.requests_per_client);
             for no in 1..=config.requests_per_client as u64 {
                 let value = vec![u8::try_from(no % 251).unwrap_or(0); config.value_bytes];
@@ -577,13 +590,15 @@ impl Sim {
                     read_only: false,
                     op,
                 };
-                let signed = if config.sign_requests {
-                    signer.sign(request).map_err(|e| e.to_string())?
+                let signed = if config.mac_requests {
+                    macs.mac(request).map_err(|e| e.to_string())?
+                } else if config.sign_requests {
+                    signer.sign_request(request).map_err(|e| e.to_string())?
                 } else {
-                    Signed {
+                    ClientRequest {
                         value: request,
                         signer: id,
-                        signature: Signature([0; 64]),
+                        auth: Authenticator::Signature(Signature([0; 64])),
                     }
                 };
                 requests.push(signed);

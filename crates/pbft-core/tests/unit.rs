@@ -16,8 +16,9 @@ use pbft_core::{
 };
 use pbft_crypto::{batch_digest, SecretKey, Signer};
 use pbft_types::{
-    Batch, ClientEntry, ClientId, ClientRequest, ClusterConfig, ClusterId, Commit, Digest, Message,
-    PrePrepare, Prepare, ReplicaEntry, ReplicaId, Reply, Request, RequestNo, SeqNo, Signed, View,
+    Authenticator, Batch, ClientEntry, ClientId, ClientRequest, ClusterConfig, ClusterId, Commit,
+    Digest, Message, PrePrepare, Prepare, ReplicaEntry, ReplicaId, Reply, Request, RequestNo,
+    SeqNo, Signed, View,
 };
 
 const T0: Time = Time(1_000);
@@ -90,7 +91,7 @@ impl Setup {
     }
     fn request(&self, no: u64) -> ClientRequest {
         self.client
-            .sign(Request {
+            .sign_request(Request {
                 request_no: RequestNo(no),
                 read_only: false,
                 op: vec![],
@@ -129,6 +130,14 @@ impl Setup {
                 digest,
             })
             .unwrap()
+    }
+}
+
+/// Flips a bit of a signed request's signature.
+fn spoil(request: &mut ClientRequest) {
+    match &mut request.auth {
+        Authenticator::Signature(sig) => sig.0[5] ^= 1,
+        Authenticator::Macs(macs) => macs[0].0[5] ^= 1,
     }
 }
 
@@ -527,7 +536,7 @@ fn pre_prepares_are_rejected_with_the_right_reason() {
     );
     // A request whose client signature is bad.
     let mut bad_batch = batch.clone();
-    bad_batch.requests[0].signature.0[5] ^= 1;
+    spoil(&mut bad_batch.requests[0]);
     let bad_pp = s.pre_prepare(0, 0, 1, &bad_batch);
     assert_eq!(
         backup.step(T0, msg(0, pp_msg(bad_pp, &bad_batch))),
@@ -1336,7 +1345,7 @@ fn a_forged_request_alone_never_starts_a_view_change() {
     let forger = Signer::new(SecretKey::from_seed([77; 32]), s.config.cluster_id, CLIENT);
     let forged = |no: u64| {
         forger
-            .sign(Request {
+            .sign_request(Request {
                 request_no: RequestNo(no),
                 read_only: false,
                 op: vec![],
@@ -1753,7 +1762,7 @@ fn a_backup_verifies_only_the_requests_it_did_not_receive_from_the_client() {
     from_client(&mut b2, 1);
     from_client(&mut b2, 2);
     let mut spoiled = s.batch(&[1, 2]);
-    spoiled.requests[0].signature.0[5] ^= 1;
+    spoil(&mut spoiled.requests[0]);
     let out = b2.step(
         T0,
         msg(0, pp_msg(s.pre_prepare(0, 0, 1, &spoiled), &spoiled)),
@@ -1765,7 +1774,7 @@ fn a_backup_verifies_only_the_requests_it_did_not_receive_from_the_client() {
     let mut b3 = backup(3);
     from_client(&mut b3, 1);
     let mut forged = s.batch(&[1, 2]);
-    forged.requests[1].signature.0[5] ^= 1;
+    spoil(&mut forged.requests[1]);
     // (It holds a request, so it also arms its retransmission timer.)
     let out = b3.step(T0, msg(0, pp_msg(s.pre_prepare(0, 0, 1, &forged), &forged)));
     assert_eq!(
@@ -1902,4 +1911,185 @@ fn a_batch_committed_by_digest_is_fetched_again_until_it_executes() {
         "{out:?}"
     );
     assert_eq!(backup.last_executed(), SeqNo(1));
+}
+
+fn macs_params() -> Params {
+    Params {
+        request_auth: RequestAuth::Macs,
+        ..params()
+    }
+}
+
+impl Setup {
+    fn mac_request(&self, no: u64) -> ClientRequest {
+        let keyring = pbft_crypto::Keyring::new(&self.config).unwrap();
+        pbft_crypto::RequestAuthenticator::new(self.client.clone(), &keyring)
+            .unwrap()
+            .mac(Request {
+                request_no: RequestNo(no),
+                read_only: false,
+                op: vec![],
+            })
+            .unwrap()
+    }
+    fn replica_with(&self, i: usize, params: Params) -> Replica<CounterApp> {
+        Replica::new(
+            self.config.clone(),
+            params,
+            self.signers[i].clone(),
+            CounterApp::default(),
+        )
+        .unwrap()
+    }
+}
+
+/// TOCS 3.2: a replica checks its own MAC entry as the request arrives;
+/// a cluster that chose signatures refuses MACs outright.
+#[test]
+fn request_macs_are_checked_on_arrival_and_refused_where_not_accepted() {
+    let s = setup(4);
+    let arrive = |r: &mut Replica<CounterApp>, request: ClientRequest| {
+        without_timers(r.step(
+            T0,
+            Input::ClientRequest {
+                from: CLIENT,
+                request,
+            },
+        ))
+    };
+    let from_client = |reason| {
+        vec![Output::Rejected {
+            from: Peer::Client(CLIENT),
+            reason,
+        }]
+    };
+    let mut signatures_only = s.replica(1);
+    assert_eq!(
+        arrive(&mut signatures_only, s.mac_request(1)),
+        from_client(Rejection::AuthenticatorNotAccepted {
+            client: CLIENT,
+            request_no: RequestNo(1),
+            kind: "MACs"
+        })
+    );
+    let mut backup = s.replica_with(1, macs_params());
+    assert_eq!(arrive(&mut backup, s.mac_request(1)), vec![]);
+    assert_eq!(backup.pending_len(), 1);
+    let mut spoiled = s.mac_request(2);
+    spoil_entry(&mut spoiled, 1);
+    assert_eq!(
+        arrive(&mut backup, spoiled),
+        from_client(Rejection::BadRequestMac {
+            client: CLIENT,
+            request_no: RequestNo(2)
+        })
+    );
+    assert_eq!(backup.pending_len(), 1);
+    // A signed request is still accepted in a MAC cluster (checked later,
+    // in a batch, as with signatures).
+    assert_eq!(arrive(&mut backup, s.request(3)), vec![]);
+    assert_eq!(backup.pending_len(), 2);
+    assert_eq!(backup.stats().request_macs_verified, 2);
+}
+
+fn spoil_entry(request: &mut ClientRequest, replica: usize) {
+    let Authenticator::Macs(macs) = &mut request.auth else {
+        panic!("not MACs")
+    };
+    macs[replica].0[0] ^= 1;
+}
+
+/// A backup whose MAC entry of a batched request is bad cannot tell a
+/// lying primary from a lying client: it parks the pre-prepare, and accepts
+/// it once f + 1 other backups prepared it (one of them is correct and
+/// checked its own entry). One prepare (possibly a Byzantine one) is not
+/// enough.
+#[test]
+fn a_backup_accepts_a_batch_it_cannot_authenticate_once_f_plus_one_backups_vouch() {
+    let s = setup(4);
+    let mut backup = s.replica_with(3, macs_params());
+    let mut request = s.mac_request(1);
+    spoil_entry(&mut request, 3);
+    let batch = Batch {
+        requests: vec![request],
+    };
+    let pp = s.pre_prepare(0, 0, 1, &batch);
+    let d = pp.value.digest;
+    let parked = backup.step(T0, msg(0, pp_msg(pp.clone(), &batch)));
+    assert_eq!(without_timers(parked), vec![]);
+    let one = backup.step(T0, msg(1, Message::Prepare(s.prepare(1, 1, d))));
+    assert_eq!(without_timers(one), vec![]);
+    assert_eq!(backup.log_len(), 1, "only the prepare's slot");
+    let out = backup.step(T0, msg(2, Message::Prepare(s.prepare(2, 1, d))));
+    let own = s.signers[3]
+        .sign(Prepare {
+            view: View(0),
+            seq: SeqNo(1),
+            digest: d,
+        })
+        .unwrap();
+    assert_eq!(
+        out.first(),
+        Some(&Output::Persist {
+            id: PersistId(0),
+            records: vec![
+                PersistRecord::PrePrepare {
+                    pre_prepare: pp,
+                    batch
+                },
+                PersistRecord::Prepare(own),
+            ],
+        }),
+        "{out:?}"
+    );
+    assert_eq!(backup.stats().pre_prepares_vouched, 1);
+
+    // The prepares may come first: the pre-prepare is then accepted at once.
+    let mut late = s.replica_with(3, macs_params());
+    let mut request = s.mac_request(1);
+    spoil_entry(&mut request, 3);
+    let batch = Batch {
+        requests: vec![request],
+    };
+    let pp = s.pre_prepare(0, 0, 1, &batch);
+    let d = pp.value.digest;
+    late.step(T0, msg(1, Message::Prepare(s.prepare(1, 1, d))));
+    late.step(T0, msg(2, Message::Prepare(s.prepare(2, 1, d))));
+    let out = late.step(T0, msg(0, pp_msg(pp, &batch)));
+    assert!(
+        matches!(out.first(), Some(Output::Persist { .. })),
+        "{out:?}"
+    );
+
+    // The client retransmits the same request to the backup itself, with a
+    // good entry: the backup now holds that content from its client, and
+    // the parked pre-prepare needs no vouchers.
+    let mut healed = s.replica_with(3, macs_params());
+    let good = s.mac_request(1);
+    let mut bad = good.clone();
+    spoil_entry(&mut bad, 3);
+    let batch = Batch {
+        requests: vec![bad],
+    };
+    let pp = s.pre_prepare(0, 0, 1, &batch);
+    healed.step(T0, msg(0, pp_msg(pp, &batch)));
+    assert_eq!(healed.log_len(), 0);
+    let out = healed.step(
+        T0,
+        Input::ClientRequest {
+            from: CLIENT,
+            request: good,
+        },
+    );
+    assert!(
+        matches!(out.first(), Some(Output::Persist { .. })),
+        "{out:?}"
+    );
+    assert_eq!(healed.log_len(), 1);
+}
+
+fn without_timers(out: Vec<Output>) -> Vec<Output> {
+    out.into_iter()
+        .filter(|o| !matches!(o, Output::SetTimer { .. } | Output::CancelTimer(_)))
+        .collect()
 }

@@ -79,6 +79,22 @@ pub enum CryptoError {
     /// A presented certificate's key belongs to no configured identity.
     #[error("the presented certificate's key {0} belongs to no configured replica or client")]
     UnknownCertificateKey(String),
+    /// A request's MAC for this replica does not verify.
+    #[error("bad request MAC from client {client}")]
+    BadMac {
+        /// The claimed client.
+        client: pbft_types::ClientId,
+    },
+    /// A request's authenticator has not one MAC per replica.
+    #[error("authenticator of client {client} has {macs} MACs for {replicas} replicas")]
+    MalformedAuthenticator {
+        /// The claimed client.
+        client: pbft_types::ClientId,
+        /// MACs it carries.
+        macs: usize,
+        /// Replicas configured.
+        replicas: usize,
+    },
     /// Encoding a value to sign failed (a broken invariant).
     #[error("cannot encode the value to sign: {0}")]
     Encode(String),

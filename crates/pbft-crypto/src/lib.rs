@@ -50,11 +50,13 @@
 
 mod error;
 mod keys;
+mod mac;
 mod sign;
 mod tls;
 
 pub use error::CryptoError;
 pub use keys::{read_public_key_file, write_public_key_file, SecretKey};
+pub use mac::{RequestAuthenticator, RequestVerifier};
 pub use sign::{
     batch_digest, hash, signing_digest, Keyring, Principal, Signable, SignedKind, Signer, SignerId,
     Verified, VerifiedCert,

@@ -401,7 +401,7 @@ fn batch_digest_depends_on_order_and_content() {
     let c = cluster(4);
     let r = |i: u64| {
         c.client
-            .sign(Request {
+            .sign_request(Request {
                 request_no: RequestNo(i),
                 read_only: false,
                 op: vec![],
@@ -417,4 +417,126 @@ fn batch_digest_depends_on_order_and_content() {
     assert_ne!(batch_digest(&a).unwrap(), batch_digest(&b).unwrap());
     assert_eq!(batch_digest(&a).unwrap(), batch_digest(&a.clone()).unwrap());
     assert_ne!(batch_digest(&Batch::default()).unwrap(), Digest::ZERO);
+}
+
+fn request(no: u64, op: &[u8]) -> Request {
+    Request {
+        request_no: RequestNo(no),
+        read_only: false,
+        op: op.to_vec(),
+    }
+}
+
+/// TOCS 3.2 authenticators: each replica checks its own entry, under a key
+/// both sides derive from their identity keys; nothing else passes.
+#[test]
+fn a_request_mac_verifies_at_each_replica_and_nothing_else_does() {
+    let c = cluster(4);
+    let client = RequestAuthenticator::new(c.client.clone(), &c.keyring).unwrap();
+    let verifiers: Vec<RequestVerifier> = c
+        .replicas
+        .iter()
+        .map(|r| RequestVerifier::new(r, &c.keyring).unwrap())
+        .collect();
+    let req = client.mac(request(7, b"put x")).unwrap();
+    let Authenticator::Macs(macs) = &req.auth else {
+        panic!("not MACs: {req:?}")
+    };
+    assert_eq!(macs.len(), 4);
+    // The keys agree on both sides (static Diffie-Hellman): every replica
+    // accepts its entry, and the entries differ (one key per pair).
+    for v in &verifiers {
+        v.verify(&req).unwrap();
+    }
+    let mut distinct = macs.clone();
+    distinct.sort_by_key(|m| m.0);
+    distinct.dedup();
+    assert_eq!(distinct.len(), 4);
+
+    // Another content, request number or claimed client: refused.
+    let mut altered = req.clone();
+    altered.value.op = b"put y".to_vec();
+    assert!(matches!(
+        verifiers[2].verify(&altered),
+        Err(CryptoError::BadMac {
+            client: ClientId(5)
+        })
+    ));
+    let mut renumbered = req.clone();
+    renumbered.value.request_no = RequestNo(8);
+    assert!(verifiers[0].verify(&renumbered).is_err());
+    let mut other_client = req.clone();
+    other_client.signer = ClientId(6);
+    assert!(matches!(
+        verifiers[0].verify(&other_client),
+        Err(CryptoError::UnknownSigner(Principal::Client(ClientId(6))))
+    ));
+
+    // An entry spoiled for replica 3 only: the others still accept.
+    let mut spoiled = req.clone();
+    if let Authenticator::Macs(m) = &mut spoiled.auth {
+        m[3].0[0] ^= 1;
+    }
+    assert!(verifiers[3].verify(&spoiled).is_err());
+    for v in &verifiers[..3] {
+        v.verify(&spoiled).unwrap();
+    }
+
+    // Entries swapped between replicas do not verify (per-pair keys), nor
+    // does an authenticator of the wrong length.
+    let mut swapped = req.clone();
+    if let Authenticator::Macs(m) = &mut swapped.auth {
+        m.swap(0, 1);
+    }
+    assert!(verifiers[0].verify(&swapped).is_err());
+    assert!(verifiers[1].verify(&swapped).is_err());
+    let mut short = req.clone();
+    if let Authenticator::Macs(m) = &mut short.auth {
+        m.pop();
+    }
+    assert!(matches!(
+        verifiers[0].verify(&short),
+        Err(CryptoError::MalformedAuthenticator {
+            macs: 3,
+            replicas: 4,
+            ..
+        })
+    ));
+
+    // The same client key in another cluster derives other keys.
+    let mut other_config = c.config.clone();
+    other_config.cluster_id = ClusterId(78);
+    let other_keyring = Keyring::new(&other_config).unwrap();
+    let other = RequestAuthenticator::new(
+        Signer::new(SecretKey::from_seed([200; 32]), ClusterId(78), ClientId(5)),
+        &other_keyring,
+    )
+    .unwrap();
+    let foreign = other.mac(request(7, b"put x")).unwrap();
+    assert!(verifiers[0].verify(&foreign).is_err());
+}
+
+/// One verifier checks a mix: MACs alone, signatures in one batch, each
+/// verdict in input order, and a bad signature does not hide good ones.
+#[test]
+fn mixed_authenticators_are_checked_in_input_order() {
+    let c = cluster(4);
+    let client = RequestAuthenticator::new(c.client.clone(), &c.keyring).unwrap();
+    let verifier = RequestVerifier::new(&c.replicas[1], &c.keyring).unwrap();
+    let mut requests = vec![
+        client.sign(request(1, b"a")).unwrap(),
+        client.mac(request(2, b"b")).unwrap(),
+        client.sign(request(3, b"c")).unwrap(),
+        client.mac(request(4, b"d")).unwrap(),
+        client.sign(request(5, b"e")).unwrap(),
+    ];
+    assert!(verifier.verify_many(&requests).iter().all(Result::is_ok));
+    requests[2].value.op = b"forged".to_vec();
+    requests[3].value.op = b"forged".to_vec();
+    let verdicts: Vec<bool> = verifier
+        .verify_many(&requests)
+        .iter()
+        .map(Result::is_ok)
+        .collect();
+    assert_eq!(verdicts, [true, true, false, false, true]);
 }

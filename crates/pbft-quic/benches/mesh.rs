@@ -15,21 +15,21 @@ use pbft_crypto::{Principal, SecretKey, TlsIdentity};
 use pbft_quic::{Lane, Mesh, MeshConfig, Receiver};
 use pbft_types::{
     ClientId, ClusterConfig, ClusterId, Envelope, Message, ReplicaEntry, ReplicaId, Request,
-    RequestNo, Signature, Signed,
+    RequestNo, Signature,
 };
 use tokio::sync::Mutex;
 
 const CLUSTER: ClusterId = ClusterId(42);
 
 fn request(op_bytes: usize) -> Message {
-    Message::Request(Signed {
+    Message::Request(pbft_types::ClientRequest {
         value: Request {
             request_no: RequestNo(1),
             read_only: false,
             op: vec![7; op_bytes],
         },
         signer: ClientId(1),
-        signature: Signature([0; 64]),
+        auth: pbft_types::Authenticator::Signature(Signature([0; 64])),
     })
 }
 

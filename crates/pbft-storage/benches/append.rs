@@ -14,8 +14,8 @@ use std::{
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use pbft_storage::{Durability, Op, PrePrepareRecord, RocksConfig, RocksStore, Store, WriteBatch};
 use pbft_types::{
-    Batch, ClientId, ClientRequest, Digest, PrePrepare, ReplicaId, Request, RequestNo, SeqNo,
-    Signature, Signed, View,
+    Authenticator, Batch, ClientId, ClientRequest, Digest, PrePrepare, ReplicaId, Request,
+    RequestNo, SeqNo, Signature, Signed, View,
 };
 
 fn record(seq: u64) -> WriteBatch {
@@ -27,7 +27,7 @@ fn record(seq: u64) -> WriteBatch {
                 op: vec![i as u8; 256],
             },
             signer: ClientId(i),
-            signature: Signature([1; 64]),
+            auth: Authenticator::Signature(Signature([1; 64])),
         })
         .collect();
     let pre_prepare = Signed {

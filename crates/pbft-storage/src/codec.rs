@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::{Op, StoreError, StoreLimits};
 
 /// The version of the on-disk layout, stored under [`META_FORMAT`].
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// Version 2: batches hold requests with an authenticator (wire version 2).
+pub(crate) const FORMAT_VERSION: u32 = 2;
 
 /// `meta` key of the format version.
 pub(crate) const META_FORMAT: &[u8] = b"format_version";

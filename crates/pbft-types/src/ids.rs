@@ -168,6 +168,45 @@ impl<'de> Deserialize<'de> for Signature {
     }
 }
 
+/// Bytes of one message authentication code of an [`crate::Authenticator`].
+pub const MAC_BYTES: usize = 16;
+
+/// A message authentication code: a keyed blake3 hash truncated to
+/// [`MAC_BYTES`] (128 bits), under a key two principals share.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Mac(pub [u8; MAC_BYTES]);
+
+impl fmt::Debug for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Mac({}..)", to_hex(self.0.get(..4).unwrap_or(&[])))
+    }
+}
+
+impl Serialize for Mac {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Mac {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Mac;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("16 MAC bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Mac, E> {
+                let bytes: [u8; MAC_BYTES] = v
+                    .try_into()
+                    .map_err(|_| E::invalid_length(v.len(), &self))?;
+                Ok(Mac(bytes))
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
+
 pub(crate) fn to_hex(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);

@@ -35,11 +35,12 @@ mod wire;
 
 pub use config::{ClientEntry, ClusterConfig, ConfigError, ReplicaEntry, REPLICAS_MAX};
 pub use ids::{
-    ClientId, ClusterId, Digest, PublicKeyBytes, ReplicaId, RequestNo, SeqNo, Signature, View,
+    ClientId, ClusterId, Digest, Mac, PublicKeyBytes, ReplicaId, RequestNo, SeqNo, Signature, View,
+    MAC_BYTES,
 };
 pub use message::{
-    Batch, Checkpoint, ClientRequest, Commit, Fetch, FetchResponse, Message, NewView, PrePrepare,
-    Prepare, PreparedCert, QuorumCert, Reply, Request, Signed, ViewChange,
+    Authenticator, Batch, Checkpoint, ClientRequest, Commit, Fetch, FetchResponse, Message,
+    NewView, PrePrepare, Prepare, PreparedCert, QuorumCert, Reply, Request, Signed, ViewChange,
 };
 pub use wire::{
     decode, encode, from_canonical_bytes, to_canonical_bytes, Envelope, WireError,

@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ClientId, Digest, ReplicaId, RequestNo, SeqNo, Signature, View};
+use crate::{ClientId, Digest, Mac, ReplicaId, RequestNo, SeqNo, Signature, View};
 
 /// A value with the identity of its signer and the signature.
 ///
@@ -36,8 +36,30 @@ pub struct Request {
     pub op: Vec<u8>,
 }
 
-/// A request signed by its client.
-pub type ClientRequest = Signed<Request, ClientId>;
+/// How a client vouches for its request (PBFT 4.1; TOCS 3.2).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Authenticator {
+    /// An ed25519 signature over the request. Every replica can check it,
+    /// whoever forwarded the request.
+    Signature(Signature),
+    /// An authenticator (TOCS 3.2): one MAC per replica, in replica id
+    /// order, each under the key the client shares with that replica.
+    /// Replica `i` can check entry `i` only, so a request that reached it
+    /// through another replica proves nothing to a third.
+    Macs(Vec<Mac>),
+}
+
+/// A client's request with the client's authenticator. Decoded from the
+/// wire, `signer` and `auth` are a claim that `pbft-crypto` checks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRequest {
+    /// The request.
+    pub value: Request,
+    /// The client that claims to have sent it.
+    pub signer: ClientId,
+    /// Its signature or MACs over `value`.
+    pub auth: Authenticator,
+}
 
 /// A replica's reply `<REPLY, v, t, c, i, r>` (PBFT 4.1). It travels on the
 /// authenticated channel from replica `i` to client `c`.
@@ -232,7 +254,7 @@ pub enum FetchResponse {
 /// Every message of the protocol.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
-    /// A client's signed request.
+    /// A client's authenticated request.
     Request(ClientRequest),
     /// A replica's reply to a client.
     Reply(Reply),

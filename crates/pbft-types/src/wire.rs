@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use crate::{ClusterId, Message};
 
 /// The version of the wire format this build speaks.
-pub const WIRE_VERSION: u16 = 1;
+/// Version 2: client requests carry an [`crate::Authenticator`] (a
+/// signature or MACs) instead of a bare signature.
+pub const WIRE_VERSION: u16 = 2;
 
 /// The default decode limit for one envelope: 16 MiB.
 pub const MESSAGE_BYTES_MAX_DEFAULT: usize = 16 * 1024 * 1024;

@@ -37,22 +37,28 @@ fn signed<T: std::fmt::Debug + Clone>(
         signature,
     })
 }
+fn authenticator() -> impl Strategy<Value = Authenticator> {
+    prop_oneof![
+        signature().prop_map(Authenticator::Signature),
+        vec(any::<[u8; MAC_BYTES]>().prop_map(Mac), 0..8).prop_map(Authenticator::Macs),
+    ]
+}
 fn request() -> impl Strategy<Value = ClientRequest> {
     (
         any::<u64>(),
         any::<u64>(),
         any::<bool>(),
         vec(any::<u8>(), 0..64),
-        signature(),
+        authenticator(),
     )
-        .prop_map(|(c, t, read_only, op, signature)| Signed {
+        .prop_map(|(c, t, read_only, op, auth)| ClientRequest {
             value: Request {
                 request_no: RequestNo(t),
                 read_only,
                 op,
             },
             signer: ClientId(c),
-            signature,
+            auth,
         })
 }
 fn batch() -> impl Strategy<Value = Batch> {

@@ -32,6 +32,9 @@ pub struct BenchOptions {
     pub batches: Vec<usize>,
     /// Request payload sizes, bytes.
     pub payloads: Vec<usize>,
+    /// Request authentication modes, each a series: `false` signatures,
+    /// `true` MAC authenticators.
+    pub macs: Vec<bool>,
     /// Warm-up before each window.
     pub warmup: Duration,
     /// Measurement window.
@@ -57,6 +60,8 @@ pub struct BenchOptions {
 /// One measured point.
 #[derive(Clone, Debug)]
 pub struct Point {
+    /// Requests authenticated with MACs (else signatures).
+    pub macs: bool,
     /// Batch size.
     pub batch: usize,
     /// Payload bytes.
@@ -80,6 +85,16 @@ pub struct Point {
 }
 
 impl Point {
+    /// `macs` or `signatures`.
+    #[must_use]
+    pub fn auth_name(&self) -> &'static str {
+        if self.macs {
+            "macs"
+        } else {
+            "signatures"
+        }
+    }
+
     /// The load generator's share of the CPU used.
     #[must_use]
     pub fn loadgen_share(&self) -> f64 {
@@ -93,13 +108,14 @@ impl Point {
 }
 
 /// The CSV header.
-pub const CSV_HEADER: &str = "batch,payload_bytes,clients,in_flight,throughput_rps,p50_ms,p99_ms,errors,loadgen_cpu_pct,nodes_cpu_pct,loadgen_share_pct";
+pub const CSV_HEADER: &str = "auth,batch,payload_bytes,clients,in_flight,throughput_rps,p50_ms,p99_ms,errors,loadgen_cpu_pct,nodes_cpu_pct,loadgen_share_pct";
 
 /// One CSV line.
 #[must_use]
 pub fn csv_line(p: &Point) -> String {
     format!(
-        "{},{},{},{},{:.1},{:.3},{:.3},{},{:.1},{:.1},{:.1}",
+        "{},{},{},{},{},{:.1},{:.3},{:.3},{},{:.1},{:.1},{:.1}",
+        p.auth_name(),
         p.batch,
         p.payload,
         p.clients,
@@ -116,7 +132,8 @@ pub fn csv_line(p: &Point) -> String {
 
 fn table_line(p: &Point) -> String {
     format!(
-        "{:>6} {:>8} {:>8} {:>9} {:>11.0} {:>9.2} {:>9.2} {:>7} {:>9.0}% {:>9.0}% {:>7.1}%",
+        "{:>10} {:>6} {:>8} {:>8} {:>9} {:>11.0} {:>9.2} {:>9.2} {:>7} {:>9.0}% {:>9.0}% {:>7.1}%",
+        p.auth_name(),
         p.batch,
         p.payload,
         p.clients,
@@ -133,7 +150,8 @@ fn table_line(p: &Point) -> String {
 
 fn table_header() -> String {
     format!(
-        "{:>6} {:>8} {:>8} {:>9} {:>11} {:>9} {:>9} {:>7} {:>10} {:>10} {:>8}",
+        "{:>10} {:>6} {:>8} {:>8} {:>9} {:>11} {:>9} {:>9} {:>7} {:>10} {:>10} {:>8}",
+        "auth",
         "batch",
         "payload",
         "clients",
@@ -172,7 +190,11 @@ pub async fn bench(opts: &BenchOptions) -> Result<Vec<Point>> {
     let k = opts
         .checkpoint_interval_seqs
         .unwrap_or(Protocol::node_defaults().checkpoint_interval_seqs);
-    for &batch in &opts.batches {
+    for (&macs, &batch) in opts
+        .macs
+        .iter()
+        .flat_map(|m| opts.batches.iter().map(move |b| (m, b)))
+    {
         let dir = opts.work_dir.join(format!("batch-{batch}"));
         let _ = std::fs::remove_dir_all(&dir);
         let mut cluster = Cluster::create(ClusterOptions {
@@ -185,6 +207,7 @@ pub async fn bench(opts: &BenchOptions) -> Result<Vec<Point>> {
                 batch_requests_max: batch as u64,
                 checkpoint_interval_seqs: k,
                 log_window_seqs: 2 * k,
+                macs,
                 ..Protocol::node_defaults()
             },
             durability: opts.durability.clone(),
@@ -222,7 +245,7 @@ pub async fn bench(opts: &BenchOptions) -> Result<Vec<Point>> {
                         &cluster,
                         &clients[..n_clients],
                         in_flight,
-                        (batch, payload),
+                        (macs, batch, payload),
                         opts,
                         tps,
                     )
@@ -274,7 +297,7 @@ async fn measure(
     cluster: &Cluster,
     clients: &[Arc<Client>],
     in_flight: usize,
-    (batch, payload): (usize, usize),
+    (macs, batch, payload): (bool, usize, usize),
     opts: &BenchOptions,
     tps: f64,
 ) -> Point {
@@ -342,6 +365,7 @@ async fn measure(
     };
     let cpu = |ticks: u64| 100.0 * ticks as f64 / tps / secs.max(1e-9);
     Point {
+        macs,
         batch,
         payload,
         clients: clients.len(),
@@ -383,24 +407,32 @@ pub fn plot(points: &[Point], path: &std::path::Path, build: &str) -> Result<()>
         .y_desc("p50 latency (ms)")
         .draw()
         .map_err(|x| e(&x))?;
-    let mut series: Vec<(usize, usize, usize)> = points
+    let mut series: Vec<(bool, usize, usize, usize)> = points
         .iter()
-        .map(|p| (p.batch, p.payload, p.in_flight))
+        .map(|p| (p.macs, p.batch, p.payload, p.in_flight))
         .collect();
     series.sort_unstable();
     series.dedup();
-    for (i, (batch, payload, in_flight)) in series.into_iter().enumerate() {
+    for (i, (macs, batch, payload, in_flight)) in series.into_iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         let mut pts: Vec<&Point> = points
             .iter()
-            .filter(|p| p.batch == batch && p.payload == payload && p.in_flight == in_flight)
+            .filter(|p| {
+                p.macs == macs
+                    && p.batch == batch
+                    && p.payload == payload
+                    && p.in_flight == in_flight
+            })
             .collect();
         pts.sort_by_key(|p| p.clients);
         let xy: Vec<(f64, f64)> = pts.iter().map(|p| (p.throughput, p.p50_ms)).collect();
         chart
             .draw_series(LineSeries::new(xy.clone(), color.stroke_width(2)))
             .map_err(|x| e(&x))?
-            .label(format!("batch {batch}, {payload} B, {in_flight} in flight"))
+            .label(format!(
+                "{}, batch {batch}, {payload} B, {in_flight} in flight",
+                if macs { "MACs" } else { "signatures" }
+            ))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
         chart
             .draw_series(xy.into_iter().map(|p| Circle::new(p, 3, color.filled())))
@@ -424,6 +456,7 @@ mod tests {
 
     fn point(clients: usize, throughput: f64) -> Point {
         Point {
+            macs: true,
             batch: 16,
             payload: 64,
             clients,
@@ -443,7 +476,7 @@ mod tests {
         assert!((p.loadgen_share() - 10.0).abs() < 1e-9);
         assert_eq!(
             csv_line(&p),
-            "16,64,4,1,1234.5,1.500,4.000,0,20.0,180.0,10.0"
+            "macs,16,64,4,1,1234.5,1.500,4.000,0,20.0,180.0,10.0"
         );
         assert_eq!(
             CSV_HEADER.split(',').count(),

@@ -33,6 +33,9 @@ pub struct Protocol {
     pub batch_delay_us_max: u64,
     /// Base view-change timeout.
     pub view_change_timeout_ms: u64,
+    /// `request_auth`: replicas accept MAC authenticators, and the
+    /// harness's clients use them.
+    pub macs: bool,
 }
 
 impl Protocol {
@@ -46,6 +49,7 @@ impl Protocol {
             batch_requests_max: 256,
             batch_delay_us_max: 1_000,
             view_change_timeout_ms: 1_000,
+            macs: false,
         }
     }
 
@@ -411,6 +415,8 @@ impl Cluster {
                     "view_change_timeout_ms".into(),
                     int(protocol.view_change_timeout_ms),
                 );
+                let auth = if protocol.macs { "macs" } else { "signatures" };
+                p.insert("request_auth".into(), toml::Value::String(auth.into()));
                 t.insert("protocol".into(), toml::Value::Table(p));
                 if let Some(d) = durability {
                     let mut s = toml::Table::new();
@@ -491,6 +497,9 @@ impl Cluster {
         let key = SecretKey::read_pem_file(&self.net.join(format!("client-{j}/identity.key")))
             .map_err(|e| err(e.to_string()))?;
         let mut c = ClientConfig::new(self.config.clone(), ClientId(j as u64 + 1), key);
+        if self.opts.protocol.macs {
+            c.authentication = pbft_client::Authentication::Macs;
+        }
         c.bind = if self.proxy.is_some() {
             self.client_addrs
                 .get(j)

@@ -75,7 +75,7 @@ impl RawClient {
         self.next += 1;
         let signed = self
             .signer
-            .sign(Request {
+            .sign_request(Request {
                 request_no,
                 read_only: false,
                 op,
@@ -92,7 +92,7 @@ impl RawClient {
     pub fn sign_as(&self, request_no: RequestNo, op: Vec<u8>) -> Result<Message> {
         let signed = self
             .signer
-            .sign(Request {
+            .sign_request(Request {
                 request_no,
                 read_only: false,
                 op,

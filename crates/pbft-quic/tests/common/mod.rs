@@ -19,7 +19,7 @@ use pbft_quic::{
 };
 use pbft_types::{
     ClientEntry, ClientId, ClusterConfig, ClusterId, Fetch, Message, ReplicaEntry, ReplicaId,
-    Request, SeqNo, Signature, Signed,
+    Request, SeqNo, Signature,
 };
 
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -168,14 +168,14 @@ pub fn msg(n: u64) -> Message {
 
 /// A request of about `op_bytes` bytes.
 pub fn request(client: u64, n: u64, op_bytes: usize) -> Message {
-    Message::Request(Signed {
+    Message::Request(pbft_types::ClientRequest {
         value: Request {
             request_no: pbft_types::RequestNo(n),
             read_only: false,
             op: vec![7; op_bytes],
         },
         signer: ClientId(client),
-        signature: Signature([0; 64]),
+        auth: pbft_types::Authenticator::Signature(Signature([0; 64])),
     })
 }
 

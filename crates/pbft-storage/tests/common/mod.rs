@@ -3,8 +3,9 @@
 
 use pbft_storage::{CommittedRecord, Op, PrePrepareRecord, ReplyEntry, ViewState, WriteBatch};
 use pbft_types::{
-    Batch, Checkpoint, ClientId, ClientRequest, Commit, Digest, PrePrepare, Prepare, PreparedCert,
-    QuorumCert, ReplicaId, Reply, Request, RequestNo, SeqNo, Signature, Signed, View, ViewChange,
+    Authenticator, Batch, Checkpoint, ClientId, ClientRequest, Commit, Digest, PrePrepare, Prepare,
+    PreparedCert, QuorumCert, ReplicaId, Reply, Request, RequestNo, SeqNo, Signature, Signed, View,
+    ViewChange,
 };
 
 /// A digest derived from a number.
@@ -33,7 +34,7 @@ pub fn batch(seed: u64, count: usize, op_bytes: usize) -> Batch {
                 op: vec![(seed as u8).wrapping_add(i as u8); op_bytes],
             },
             signer: ClientId(i as u64),
-            signature: Signature([3; 64]),
+            auth: Authenticator::Signature(Signature([3; 64])),
         })
         .collect();
     Batch { requests }

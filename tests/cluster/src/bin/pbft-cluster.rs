@@ -122,6 +122,9 @@ struct BenchArgs {
     /// (backups then skip the signature check of requests they hold).
     #[arg(long, default_value = "all")]
     fanout: String,
+    /// Request authentication, each a series: `signatures`, `macs`.
+    #[arg(long, value_delimiter = ',', default_value = "signatures,macs")]
+    auth: Vec<String>,
     /// Requests each client keeps outstanding (`requests_in_flight_max`;
     /// comma-separated, each value a series): 1 is the classic closed loop.
     #[arg(long, value_delimiter = ',', default_value = "1,32")]
@@ -220,6 +223,20 @@ fn main() -> ExitCode {
                     }
                 }),
                 payloads: args.payloads,
+                macs: {
+                    let mut modes = Vec::new();
+                    for a in &args.auth {
+                        match a.as_str() {
+                            "signatures" => modes.push(false),
+                            "macs" => modes.push(true),
+                            other => {
+                                eprintln!("bench: --auth {other}: expected `signatures` or `macs`");
+                                return ExitCode::FAILURE;
+                            }
+                        }
+                    }
+                    modes
+                },
                 warmup: Duration::from_secs(if quick { 1 } else { 5 }),
                 window: Duration::from_secs(args.window.unwrap_or(if quick { 3 } else { 30 })),
                 durability: args.durability,
