@@ -15,7 +15,7 @@ use pbft_core::{
 use pbft_crypto::{Principal, Signer, TlsIdentity};
 use pbft_quic::{Lane, Mesh, MeshConfig};
 use pbft_storage::{Durability as StoreDurability, RocksConfig, RocksStore, Store, WriteBatch};
-use pbft_types::{ClientId, Message, RequestNo};
+use pbft_types::{ClientId, Message, Reply, RequestNo};
 use tokio::sync::mpsc;
 
 use crate::config::{Durability, NodeConfig, RequestAuthSetting};
@@ -33,6 +33,12 @@ const PERSIST_QUEUE_MAX: usize = 4_096;
 const PERSIST_GROUP_JOBS_MAX: usize = 1_024;
 /// Inputs stepped in one turn of the loop before the outputs are flushed.
 const INPUT_BURST_MAX: usize = 256;
+/// Replies to one client sent as one message at most (requests executed in
+/// one turn of the loop share a message: a frame, an encoding and a
+/// hand-off at both ends instead of one per request).
+const REPLIES_PER_MESSAGE_MAX: usize = 256;
+/// Result bytes in one such message at most (a larger result goes alone).
+const REPLIES_BYTES_MAX: usize = 256 * 1024;
 
 fn params(config: &NodeConfig) -> Params {
     let p = &config.protocol;
@@ -211,6 +217,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         .map_err(|e| NodeError::Other(format!("installing the SIGTERM handler: {e}")))?;
     let mut outputs: Vec<Output> = Vec::new();
     let mut inputs: Vec<Input> = Vec::new();
+    let mut replies: BTreeMap<ClientId, Vec<Reply>> = BTreeMap::new();
     let result = loop {
         let next_timer = timers
             .iter()
@@ -285,11 +292,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
                     let _ = mesh.broadcast(lane, message);
                 }
                 Output::Reply { client, reply } => {
-                    let _ = mesh.send(
-                        Principal::Client(client),
-                        Lane::Consensus,
-                        Message::Reply(reply),
-                    );
+                    replies.entry(client).or_default().push(reply);
                 }
                 Output::Persist { id, records } => match to_ops(records) {
                     Ok(batch) => {
@@ -340,6 +343,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
                 }
             }
         }
+        send_replies(&mesh, &mut replies);
         if let Some(e) = fatal {
             break Err(NodeError::Other(e));
         }
@@ -357,6 +361,36 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     let _ = tokio::task::spawn_blocking(move || storage.join()).await;
     mesh.shutdown().await;
     result
+}
+
+/// Sends each client its replies of this turn, several per message
+/// (bounded by [`REPLIES_PER_MESSAGE_MAX`] and [`REPLIES_BYTES_MAX`]).
+fn send_replies(mesh: &Mesh, replies: &mut BTreeMap<ClientId, Vec<Reply>>) {
+    for (client, list) in std::mem::take(replies) {
+        let mut group: Vec<Reply> = Vec::new();
+        let mut bytes = 0;
+        let flush = |group: &mut Vec<Reply>| {
+            let message = match group.len() {
+                0 => return,
+                1 => Message::Reply(group.remove(0)),
+                _ => Message::Replies(std::mem::take(group)),
+            };
+            // A full queue drops the message (counted by the mesh); the
+            // client retransmits and gets the cached reply.
+            let _ = mesh.send(Principal::Client(client), Lane::Consensus, message);
+        };
+        for reply in list {
+            if group.len() >= REPLIES_PER_MESSAGE_MAX
+                || bytes + reply.result.len() > REPLIES_BYTES_MAX
+            {
+                flush(&mut group);
+                bytes = 0;
+            }
+            bytes += reply.result.len();
+            group.push(reply);
+        }
+        flush(&mut group);
+    }
 }
 
 /// The core's input for a message from the mesh: replicas send protocol

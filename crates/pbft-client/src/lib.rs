@@ -496,16 +496,17 @@ impl Drop for Router {
 /// outstanding requests; anything else is dropped.
 async fn route_replies(mut receiver: Receiver, me: ClientId, state: Arc<StdMutex<State>>) {
     while let Some(received) = receiver.recv().await {
-        let (Principal::Replica(from), Message::Reply(reply)) = (received.from, received.message)
-        else {
+        let Principal::Replica(from) = received.from else {
             continue;
         };
-        if reply.replica != from || reply.client != me {
-            continue;
-        }
-        let target = lock(&state).waiting.get(&reply.request_no).cloned();
-        if let Some(tx) = target {
-            let _ = tx.try_send(reply);
+        for reply in received.message.into_replies() {
+            if reply.replica != from || reply.client != me {
+                continue;
+            }
+            let target = lock(&state).waiting.get(&reply.request_no).cloned();
+            if let Some(tx) = target {
+                let _ = tx.try_send(reply);
+            }
         }
     }
 }

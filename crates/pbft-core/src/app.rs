@@ -177,7 +177,16 @@ impl Application for KvApp {
     fn execute(&mut self, _client: ClientId, op: &[u8]) -> Vec<u8> {
         match KvOp::decode(op) {
             Some(KvOp::Put { key, value }) => {
-                self.map.insert(key, value);
+                match self.map.get_mut(&key) {
+                    // Overwrites reuse the value's buffer (and keep the key).
+                    Some(v) => {
+                        v.clear();
+                        v.extend_from_slice(&value);
+                    }
+                    None => {
+                        self.map.insert(key, value);
+                    }
+                }
                 b"ok".to_vec()
             }
             Some(KvOp::Get { key }) => match self.map.get(&key) {

@@ -66,8 +66,10 @@ struct Slot {
     /// Prepares by replica (first one wins; a second, different one is a
     /// conflicting vote). Only those matching the pre-prepare count.
     prepares: BTreeMap<ReplicaId, Verified<Prepare>>,
-    /// Commits by replica.
-    commits: BTreeMap<ReplicaId, Verified<Commit>>,
+    /// Commits by replica, as received: the authenticated channel vouches
+    /// for the sender (PBFT 4.2, PROTOCOL 18), so their signatures are
+    /// checked only when they leave as a certificate (`commit_proof`).
+    commits: BTreeMap<ReplicaId, Signed<Commit>>,
     /// This replica signed its prepare (or, as primary, proposed).
     prepare_signed: bool,
     /// Primary: its own pre-prepare is durable and may be (re)sent.
@@ -450,7 +452,7 @@ impl<A: Application> Replica<A> {
             let c = r.own_record(c, "commit", seq)?;
             let slot = r.log.entry(seq).or_default();
             slot.commit_signed = true;
-            slot.commits.insert(id, c);
+            slot.commits.insert(id, c.into_signed());
         }
         for (seq, committed) in state.committed.into_iter().filter(|(s, _)| *s > low) {
             let CommittedBatch {
@@ -1019,7 +1021,7 @@ impl<A: Application> Replica<A> {
                 .or_else(|| {
                     slot.commits
                         .get(&self.id)
-                        .map(|c| (c.value().view, c.value().digest))
+                        .map(|c| (c.value.view, c.value.digest))
                 });
             if own_digest.is_some_and(|(v, d)| v == view && d != signed.value.digest) {
                 return self.reject(peer, Rejection::ConflictingPrePrepare { view, seq });
@@ -1306,7 +1308,16 @@ impl<A: Application> Replica<A> {
         let Message::Prepare(signed) = message else {
             return;
         };
-        self.record_vote(from, seq, signed, |slot| &mut slot.prepares);
+        self.record_vote(
+            from,
+            seq,
+            signed,
+            |slot| &mut slot.prepares,
+            |r, p| {
+                r.stats.signatures_verified += 1;
+                r.keyring.verify(p).ok()
+            },
+        );
         if self.parked.contains_key(&seq) {
             self.accept_if_vouched(seq);
         }
@@ -1334,19 +1345,22 @@ impl<A: Application> Replica<A> {
         let Message::Commit(signed) = message else {
             return;
         };
-        self.record_vote(from, seq, signed, |slot| &mut slot.commits);
+        // Counted on the channel's word: no signature check here.
+        self.record_vote(from, seq, signed, |slot| &mut slot.commits, |_, c| Some(c));
     }
 
     /// PBFT 4.2: what accepting a prepare and a commit share. A vote counts
     /// once per replica: the same vote again is a duplicate, a different
-    /// one at the same sequence number a conflicting vote; the signature is
-    /// checked before the vote is stored, then the slot may advance.
-    fn record_vote<T>(
+    /// one at the same sequence number a conflicting vote; `admit` checks
+    /// the signature where the vote may later travel as proof (a prepare,
+    /// PROTOCOL 18-19) and refuses a bad one, then the slot may advance.
+    fn record_vote<T, V: AsRef<T>>(
         &mut self,
         from: ReplicaId,
         seq: SeqNo,
         signed: Signed<T>,
-        votes: fn(&mut Slot) -> &mut BTreeMap<ReplicaId, Verified<T>>,
+        votes: fn(&mut Slot) -> &mut BTreeMap<ReplicaId, V>,
+        admit: fn(&mut Self, Signed<T>) -> Option<V>,
     ) where
         T: Signable<Signer = ReplicaId> + PartialEq,
     {
@@ -1355,7 +1369,7 @@ impl<A: Application> Replica<A> {
             .log
             .get_mut(&seq)
             .and_then(|slot| votes(slot).get(&from))
-            .map(|existing| *existing.value() == signed.value);
+            .map(|existing| *existing.as_ref() == signed.value);
         if let Some(same) = earlier {
             let reason = if same {
                 Rejection::Duplicate
@@ -1364,8 +1378,7 @@ impl<A: Application> Replica<A> {
             };
             return self.reject(peer, reason);
         }
-        self.stats.signatures_verified += 1;
-        let Ok(vote) = self.keyring.verify(signed) else {
+        let Some(vote) = admit(self, signed) else {
             return self.reject(peer, Rejection::BadSignature);
         };
         votes(self.log.entry(seq).or_default()).insert(from, vote);
@@ -1406,7 +1419,7 @@ impl<A: Application> Replica<A> {
             && slot
                 .commits
                 .values()
-                .filter(|c| c.value().view == pp.view && c.value().digest == pp.digest)
+                .filter(|c| c.value.view == pp.view && c.value.digest == pp.digest)
                 .count()
                 >= self.quorum()
             && self.is_prepared(slot)
@@ -1503,7 +1516,7 @@ impl<A: Application> Replica<A> {
                             .or_default()
                             .commits
                             .entry(self.id)
-                            .or_insert(c);
+                            .or_insert_with(|| c.into_signed());
                         self.advance(seq);
                     }
                 }
@@ -1824,28 +1837,45 @@ impl<A: Application> Replica<A> {
         }
     }
 
-    fn committed_batch_proof(&self, seq: SeqNo) -> Option<FetchResponse> {
-        let slot = self.log.get(&seq).filter(|s| s.committed)?;
-        let pp = slot.pre_prepare.as_ref()?;
-        let batch = slot.batch.clone()?;
-        let commits = match &slot.commit_cert {
-            Some(cert) => cert.clone(),
-            None => {
-                let value = pp.value();
-                let votes: Vec<Verified<Commit>> = slot
-                    .commits
-                    .values()
-                    .filter(|c| c.value().view == value.view && c.value().digest == value.digest)
-                    .cloned()
-                    .collect();
-                self.keyring.certify(votes, self.quorum()).ok()?.into_cert()
-            }
-        };
+    fn committed_batch_proof(&mut self, seq: SeqNo) -> Option<FetchResponse> {
+        let cert = self.commit_proof(seq)?;
+        let slot = self.log.get(&seq)?;
         Some(FetchResponse::Batch {
-            pre_prepare: pp.signed().clone(),
-            batch,
-            commits,
+            pre_prepare: slot.pre_prepare.as_ref()?.signed().clone(),
+            batch: slot.batch.clone()?,
+            commits: cert,
         })
+    }
+
+    /// The certificate of `2f + 1` signed commits for a committed slot,
+    /// made once and kept: the commits were counted on the channel's word
+    /// (PROTOCOL 18), so their signatures are checked here, together, and
+    /// a bad one (a Byzantine replica's) is left out. `None` if fewer than
+    /// a quorum of them verify (the peer asks another replica).
+    fn commit_proof(&mut self, seq: SeqNo) -> Option<QuorumCert<Commit>> {
+        let slot = self.log.get(&seq).filter(|s| s.committed)?;
+        if let Some(cert) = &slot.commit_cert {
+            return Some(cert.clone());
+        }
+        let pp = slot.pre_prepare.as_ref()?.value();
+        let votes: Vec<Signed<Commit>> = slot
+            .commits
+            .values()
+            .filter(|c| c.value.view == pp.view && c.value.digest == pp.digest)
+            .cloned()
+            .collect();
+        self.stats.signatures_verified += votes.len() as u64;
+        let valid: Vec<Verified<Commit>> = self
+            .keyring
+            .verify_batch(votes)
+            .into_iter()
+            .filter_map(Result::ok)
+            .collect();
+        let cert = self.keyring.certify(valid, self.quorum()).ok()?.into_cert();
+        if let Some(slot) = self.log.get_mut(&seq) {
+            slot.commit_cert = Some(cert.clone());
+        }
+        Some(cert)
     }
 
     fn on_fetch_response(&mut self, from: ReplicaId, response: FetchResponse) {
@@ -2089,7 +2119,7 @@ impl<A: Application> Replica<A> {
                 messages.push(Message::Prepare(p.signed().clone()));
             }
             if let Some(c) = slot.commits.get(&self.id) {
-                messages.push(Message::Commit(c.signed().clone()));
+                messages.push(Message::Commit(c.clone()));
             }
         }
         if let Some(c) = self

@@ -96,6 +96,10 @@ pub struct SimConfig {
     /// Whether clients authenticate requests with MACs instead (TOCS 3.2;
     /// needs [`RequestAuth::Macs`]); takes precedence over `sign_requests`.
     pub mac_requests: bool,
+    /// A Byzantine client's trick with MACs: every client spoils the MAC
+    /// entry of this replica, which must then accept batches on the
+    /// prepares of `f + 1` other backups.
+    pub spoiled_mac_replica: Option<ReplicaId>,
     /// Network partitions between replicas (FAULTS.md 12), each active for
     /// a time span.
     pub partitions: Vec<Partition>,
@@ -178,6 +182,7 @@ impl SimConfig {
             events_max: 50_000_000,
             sign_requests: true,
             mac_requests: false,
+            spoiled_mac_replica: None,
             partitions: Vec::new(),
         }
     }
@@ -271,6 +276,7 @@ impl SimConfig {
             events_max: 2_000_000,
             sign_requests: !channel,
             mac_requests: macs,
+            spoiled_mac_replica: None,
             partitions: Vec::new(),
         }
     }
@@ -591,7 +597,15 @@ impl Sim {
                     op,
                 };
                 let signed = if config.mac_requests {
-                    macs.mac(request).map_err(|e| e.to_string())?
+                    let mut r = macs.mac(request).map_err(|e| e.to_string())?;
+                    if let (Some(spoiled), Authenticator::Macs(entries)) =
+                        (config.spoiled_mac_replica, &mut r.auth)
+                    {
+                        if let Some(m) = entries.get_mut(spoiled.0 as usize) {
+                            m.0[0] ^= 1;
+                        }
+                    }
+                    r
                 } else if config.sign_requests {
                     signer.sign_request(request).map_err(|e| e.to_string())?
                 } else {

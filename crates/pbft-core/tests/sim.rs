@@ -111,6 +111,41 @@ fn a_fair_network_completes_every_request() {
     }
 }
 
+/// TOCS 3.2 with a lying client: every request's MAC for backup 3 is bad.
+/// Backup 3 refuses the requests when they reach it from the client and
+/// cannot check them in batches, yet takes part: it accepts each batch on
+/// the prepares of f + 1 = 2 other backups, and every request completes
+/// without a view change. With its vouching rule removed, backup 3 would
+/// never prepare, and one crashed backup more would stall the cluster; the
+/// count of vouched pre-prepares shows the rule at work.
+#[test]
+fn a_backup_the_client_lies_to_follows_the_vouching_backups() {
+    for seed in 0..10 {
+        let mut config = SimConfig::new(seed, 4);
+        config.clients = 3;
+        config.requests_per_client = 6;
+        config.params.batch_requests_max = 2;
+        config.params.request_auth = pbft_core::RequestAuth::Macs;
+        config.mac_requests = true;
+        config.spoiled_mac_replica = Some(ReplicaId(3));
+        config.network.delay_us_max = 3_000;
+        let mut sim = Sim::new(config).unwrap();
+        let report = sim.run_and_check(true).unwrap();
+        assert_eq!(report.requests_completed, 18, "seed {seed}");
+        let liar_victim = sim.replica(ReplicaId(3)).unwrap();
+        assert!(liar_victim.stats().pre_prepares_vouched > 0, "seed {seed}");
+        assert_eq!(liar_victim.view(), pbft_types::View(0), "seed {seed}");
+        // It executes with the others (the run stops when the clients are
+        // done, possibly one batch before it catches the last one).
+        let primary = sim.replica(ReplicaId(0)).unwrap().last_executed();
+        assert!(
+            liar_victim.last_executed().0 + 1 >= primary.0,
+            "seed {seed}: {:?} vs {primary:?}",
+            liar_victim.last_executed()
+        );
+    }
+}
+
 /// A backup crashes and restarts from its acknowledged records while
 /// another backup is down for good: the cluster needs the restarted replica
 /// for every quorum, so it must resume safely and take part again.

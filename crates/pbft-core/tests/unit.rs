@@ -2093,3 +2093,53 @@ fn without_timers(out: Vec<Output>) -> Vec<Output> {
         .filter(|o| !matches!(o, Output::SetTimer { .. } | Output::CancelTimer(_)))
         .collect()
 }
+
+/// PROTOCOL 18: commits count on the authenticated channel's word (their
+/// sender is the connection's), so a replica does not check their
+/// signatures as they arrive. They are checked when they leave as proof:
+/// a committed batch served to a peer carries only commits that verify,
+/// and a Byzantine replica's spoiled one is left out.
+#[test]
+fn commits_count_on_the_channel_and_are_checked_when_they_leave_as_proof() {
+    let s = setup(4);
+    let mut backup = s.replica(1);
+    let d = accept(&s, &mut backup, 1, &[1]);
+    backup.step(T0, msg(2, Message::Prepare(s.prepare(2, 1, d))));
+    backup.step(T0, Input::PersistDone(PersistId(1)));
+    let mut spoiled = s.commit(3, 1, d);
+    spoiled.signature.0[7] ^= 1;
+    assert_eq!(backup.step(T0, msg(3, Message::Commit(spoiled))), vec![]);
+    backup.step(T0, msg(0, Message::Commit(s.commit(0, 1, d))));
+    assert_eq!(backup.last_executed(), SeqNo(1));
+    assert_eq!(
+        backup.stats().signatures_verified,
+        2,
+        "pre-prepare and one prepare"
+    );
+
+    // A fetch of the batch: own, 0's and (spoiled) 3's commits are held;
+    // 3's is dropped and the other two are not a quorum, so nothing is
+    // served until 2's commit arrives.
+    let fetch = msg(
+        2,
+        Message::Fetch(pbft_types::Fetch::Batch { seq: SeqNo(1) }),
+    );
+    let out = backup.step(T0, fetch.clone());
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Send { .. })),
+        "{out:?}"
+    );
+    backup.step(T0, msg(2, Message::Commit(s.commit(2, 1, d))));
+    let out = backup.step(T0, fetch);
+    let served: Vec<ReplicaId> = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Send {
+                message: Message::FetchResponse(pbft_types::FetchResponse::Batch { commits, .. }),
+                ..
+            } => Some(commits.signatures.iter().map(|(id, _)| *id).collect()),
+            _ => None,
+        })
+        .expect("a committed batch with its proof");
+    assert_eq!(served, [ReplicaId(0), ReplicaId(1), ReplicaId(2)]);
+}

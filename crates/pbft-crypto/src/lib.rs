@@ -6,6 +6,10 @@
 //!   domain tag, the cluster id, the message kind, the signer and the
 //!   content ([`signing_digest`]). Verification is strict; many signatures
 //!   are checked at once with [`Keyring::verify_batch`].
+//! - [`RequestAuthenticator`] and [`RequestVerifier`]: client requests
+//!   authenticated with a signature, or with one MAC per replica (TOCS 3.2)
+//!   under keys each client shares with each replica, derived from their
+//!   identity keys by static X25519 and blake3.
 //! - Trust in the types: a [`Signed`](pbft_types::Signed) value from the wire
 //!   is a claim; only this crate makes a [`Verified`] value or a
 //!   [`VerifiedCert`] (distinct configured signers, enough of them, all over

@@ -23,6 +23,12 @@ pub struct Signed<T, I = ReplicaId> {
     pub signature: Signature,
 }
 
+impl<T, I> AsRef<T> for Signed<T, I> {
+    fn as_ref(&self) -> &T {
+        &self.value
+    }
+}
+
 /// A client's request `<REQUEST, op, t, c>` (PBFT 4.1); the client `c` is the
 /// signer of the [`ClientRequest`] that carries it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -258,6 +264,9 @@ pub enum Message {
     Request(ClientRequest),
     /// A replica's reply to a client.
     Reply(Reply),
+    /// Several replies of one replica to one client, for requests executed
+    /// together (one message instead of one per request).
+    Replies(Vec<Reply>),
     /// The primary's proposal with its batch.
     PrePrepare {
         /// The signed header.
@@ -282,12 +291,23 @@ pub enum Message {
 }
 
 impl Message {
+    /// The replies this message carries (none for other kinds).
+    #[must_use]
+    pub fn into_replies(self) -> Vec<Reply> {
+        match self {
+            Self::Reply(r) => vec![r],
+            Self::Replies(rs) => rs,
+            _ => Vec::new(),
+        }
+    }
+
     /// A short name for logs and metrics labels.
     #[must_use]
     pub fn kind_name(&self) -> &'static str {
         match self {
             Self::Request(_) => "request",
             Self::Reply(_) => "reply",
+            Self::Replies(_) => "replies",
             Self::PrePrepare { .. } => "pre_prepare",
             Self::Prepare(_) => "prepare",
             Self::Commit(_) => "commit",

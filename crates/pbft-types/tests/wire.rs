@@ -159,6 +159,22 @@ fn message() -> impl Strategy<Value = Message> {
                 replica,
                 result
             })),
+        vec(
+            (view(), any::<u64>(), replica(), vec(any::<u8>(), 0..16)),
+            0..4
+        )
+        .prop_map(|replies| Message::Replies(
+            replies
+                .into_iter()
+                .map(|(view, t, replica, result)| Reply {
+                    view,
+                    client: ClientId(3),
+                    request_no: RequestNo(t),
+                    replica,
+                    result
+                })
+                .collect()
+        )),
         (signed(pre_prepare()), batch())
             .prop_map(|(pre_prepare, batch)| Message::PrePrepare { pre_prepare, batch }),
         signed(prepare()).prop_map(Message::Prepare),

@@ -132,7 +132,8 @@ impl RawClient {
             tokio::select! {
                 r = self.receiver.recv() => {
                     let r = r?;
-                    if let (Principal::Replica(from), Message::Reply(reply)) = (r.from, r.message) {
+                    let Principal::Replica(from) = r.from else { continue };
+                    for reply in r.message.into_replies() {
                         if reply.replica == from && reply.request_no == request_no {
                             votes.insert(from, reply.result);
                             let mut tally: BTreeMap<&[u8], usize> = BTreeMap::new();

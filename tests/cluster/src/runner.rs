@@ -161,7 +161,10 @@ async fn run_in(
         replicas: opts.replicas,
         clients: opts.clients + 3,
         proxy: true,
-        protocol: opts.protocol.clone(),
+        protocol: Protocol {
+            macs: opts.protocol.macs || scn.macs,
+            ..opts.protocol.clone()
+        },
         durability: None,
         worker_threads: None,
         rust_log: SCENARIO_RUST_LOG.into(),

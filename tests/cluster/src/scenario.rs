@@ -442,6 +442,9 @@ pub struct Scenario {
     pub expect: Expect,
     /// The steps.
     pub steps: Vec<Step>,
+    /// Replicas accept MAC authenticators and the workload's clients use
+    /// them (TOCS 3.2; `request_auth = "macs"`).
+    pub macs: bool,
 }
 
 /// The catalog in text form: name, FAULTS.md entries, needs, expect,
@@ -552,7 +555,7 @@ const CATALOG: &[Entry] = &[
 /// Never: the catalog's steps are checked by a unit test.
 #[must_use]
 pub fn catalog() -> Vec<Scenario> {
-    CATALOG
+    let base: Vec<Scenario> = CATALOG
         .iter()
         .map(|(name, faults, needs, expect, steps, about)| Scenario {
             name: (*name).to_owned(),
@@ -561,9 +564,39 @@ pub fn catalog() -> Vec<Scenario> {
             needs: *needs,
             expect: *expect,
             steps: parse_steps(steps).unwrap_or_default(),
+            macs: false,
         })
-        .collect()
+        .collect();
+    let variants: Vec<Scenario> = base
+        .iter()
+        .filter(|s| MAC_VARIANTS.contains(&s.name.as_str()))
+        .map(|s| Scenario {
+            name: format!("{}{MAC_SUFFIX}", s.name),
+            about: format!("{}; requests authenticated with MACs", s.about),
+            macs: true,
+            ..s.clone()
+        })
+        .collect();
+    base.into_iter().chain(variants).collect()
 }
+
+/// The name suffix of a scenario run with MAC authenticators.
+pub const MAC_SUFFIX: &str = "-macs";
+
+/// Scenarios that also run with MAC authenticators (`NAME-macs`): the
+/// view change (re-proposals checked by a new primary's own entry), loss
+/// (clients retransmit to backups), Byzantine primaries and twins.
+const MAC_VARIANTS: &[&str] = &[
+    "baseline",
+    "kill-primary",
+    "isolate-primary",
+    "lossy-links",
+    "byz-equivocating-primary",
+    "byz-selective-primary",
+    "byz-censoring-primary",
+    "byz-twins",
+    "negative-twins",
+];
 
 /// The short set for CI (a few minutes on 2 cores).
 pub const CI_SET: &[&str] = &[
@@ -582,6 +615,8 @@ pub const CI_SET: &[&str] = &[
     "byz-equivocating-primary",
     "byz-forged-view-change",
     "negative-twins",
+    "kill-primary-macs",
+    "byz-equivocating-primary-macs",
 ];
 
 /// Resolves `--scenario` arguments: names, comma-separated lists, `ci`

@@ -50,6 +50,10 @@ struct ClusterTestArgs {
     /// The pbft-node binary.
     #[arg(long)]
     node_bin: Option<PathBuf>,
+    /// Run every scenario with MAC authenticators (`request_auth = "macs"`),
+    /// not only the `-macs` variants.
+    #[arg(long)]
+    macs: bool,
     /// A scenario, a comma-separated list, `ci` (default) or `all`; repeatable.
     #[arg(long = "scenario")]
     scenarios: Vec<String>,
@@ -351,6 +355,7 @@ async fn cluster_test(args: ClusterTestArgs) -> ExitCode {
                 needs: Needs::Nothing,
                 expect: Expect::Pass,
                 steps,
+                macs: args.macs,
             }),
             Err(e) => {
                 eprintln!("cluster-test: --steps: {e}");
@@ -376,7 +381,10 @@ async fn cluster_test(args: ClusterTestArgs) -> ExitCode {
         rss_max_mib: args.rss_max_mib,
         progress_max: Duration::from_secs(args.progress_max),
         keep_logs: args.keep_logs,
-        protocol: Protocol::scenarios(),
+        protocol: Protocol {
+            macs: args.macs,
+            ..Protocol::scenarios()
+        },
         workload: WorkloadSpec::default(),
         byzantine_node_bin: args.byzantine_node_bin.clone(),
         runtime: args
