@@ -262,17 +262,18 @@ impl Votes {
         result: Vec<u8>,
         needed: usize,
     ) -> Option<(Vec<u8>, View)> {
+        // Only the result just recorded can have reached `needed` now (its
+        // replica's earlier answer is replaced, which can only lower the
+        // others' counts), so that one alone is counted: no tally to
+        // allocate per reply.
         self.by_replica.insert(replica, (view, result));
-        let mut tally: BTreeMap<&[u8], (usize, View)> = BTreeMap::new();
-        for (v, r) in self.by_replica.values() {
-            let entry = tally.entry(r.as_slice()).or_insert((0, View(0)));
-            entry.0 += 1;
-            entry.1 = entry.1.max(*v);
-        }
-        tally
-            .into_iter()
-            .find(|(_, (count, _))| *count >= needed)
-            .map(|(result, (_, view))| (result.to_vec(), view))
+        let latest = &self.by_replica.get(&replica)?.1;
+        let (count, view) = self
+            .by_replica
+            .values()
+            .filter(|(_, r)| r == latest)
+            .fold((0, View(0)), |(n, hi), (v, _)| (n + 1, hi.max(*v)));
+        (count >= needed).then(|| (latest.clone(), view))
     }
 
     fn len(&self) -> usize {

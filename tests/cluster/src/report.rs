@@ -120,7 +120,7 @@ impl ScenarioReport {
 #[must_use]
 pub fn header() -> String {
     format!(
-        "{:<26} {:>16} {:>7} {:>5} {:>5} {:>5} {:>8} {:>7} {:>6} {:>6}  verdict",
+        "{:<30} {:>12} {:>7} {:>5} {:>5} {:>5} {:>8} {:>7} {:>6} {:>6}  verdict",
         "scenario", "seed", "ok", "fail", "unkn", "views", "progress", "rss MiB", "stable", "secs"
     )
 }
@@ -132,7 +132,7 @@ pub fn row(r: &ScenarioReport) -> String {
         .progress_s
         .map_or_else(|| "-".to_owned(), |s| format!("{s:.1}s"));
     format!(
-        "{:<26} {:>16} {:>7} {:>5} {:>5} {:>5} {:>8} {:>7} {:>6} {:>6.0}  {}",
+        "{:<30} {:>12} {:>7} {:>5} {:>5} {:>5} {:>8} {:>7} {:>6} {:>6.0}  {}",
         r.name,
         r.seed,
         r.ok,

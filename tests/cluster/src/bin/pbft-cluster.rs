@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
-use pbft_cluster::bench::{bench, BenchOptions};
+use pbft_cluster::bench::{bench, BenchOptions, Fanout};
 use pbft_cluster::cluster::{Protocol, Runtime};
 use pbft_cluster::demo::{demo, DemoOptions};
 use pbft_cluster::report::{table, Verdict};
@@ -122,10 +122,15 @@ struct BenchArgs {
     /// Threads per replica (`[runtime] worker_threads`; default: the node's, 1).
     #[arg(long)]
     worker_threads: Option<usize>,
-    /// Where clients send requests: `primary`, or `all` replicas at once
-    /// (backups then skip the signature check of requests they hold).
-    #[arg(long, default_value = "all")]
+    /// Where clients send requests: `primary`, `all` replicas at once
+    /// (backups then skip the signature check of requests they hold), or
+    /// `auto`: all with signatures, the primary with MACs.
+    #[arg(long, default_value = "auto")]
     fanout: String,
+    /// Batches the primary keeps in flight (`pipeline_batches_max`; default:
+    /// the node's, 8).
+    #[arg(long)]
+    pipeline: Option<u64>,
     /// Request authentication, each a series: `signatures`, `macs`.
     #[arg(long, value_delimiter = ',', default_value = "signatures,macs")]
     auth: Vec<String>,
@@ -247,12 +252,14 @@ fn main() -> ExitCode {
                 worker_threads: args.worker_threads,
                 in_flight: args.in_flight,
                 checkpoint_interval_seqs: args.checkpoint_interval,
+                pipeline_batches: args.pipeline,
                 keys_per_loop: args.keys_per_loop,
-                send_to_all_replicas: match args.fanout.as_str() {
-                    "all" => true,
-                    "primary" => false,
+                fanout: match args.fanout.as_str() {
+                    "all" => Fanout::All,
+                    "primary" => Fanout::Primary,
+                    "auto" => Fanout::Auto,
                     other => {
-                        eprintln!("bench: --fanout {other}: expected `primary` or `all`");
+                        eprintln!("bench: --fanout {other}: expected `auto`, `primary` or `all`");
                         return ExitCode::FAILURE;
                     }
                 },
