@@ -184,6 +184,29 @@ async fn get(client: &Client, key: &str) -> Vec<u8> {
         .unwrap()
 }
 
+/// Puts `k{i}` = `v{i}` for each `i`, each acknowledged.
+async fn put_all(client: &Client, cluster: &Cluster, keys: std::ops::Range<usize>) {
+    for i in keys {
+        assert_eq!(
+            put(client, &format!("k{i}"), &format!("v{i}"))
+                .await
+                .unwrap(),
+            b"ok",
+            "{}",
+            cluster.logs()
+        );
+    }
+}
+
+/// Reads back what [`put_all`] wrote.
+async fn get_all(client: &Client, keys: std::ops::Range<usize>) {
+    for i in keys {
+        let mut expected = vec![1u8];
+        expected.extend_from_slice(format!("v{i}").as_bytes());
+        assert_eq!(get(client, &format!("k{i}")).await, expected, "k{i}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_nodes_serve_and_survive_a_killed_backup() {
     let mut cluster = Cluster::start();
@@ -199,29 +222,11 @@ async fn four_nodes_serve_and_survive_a_killed_backup() {
         "{}",
         cluster.logs()
     );
-    for i in 0..20 {
-        assert_eq!(
-            put(&c, &format!("k{i}"), &format!("v{i}")).await.unwrap(),
-            b"ok",
-            "{}",
-            cluster.logs()
-        );
-    }
+    put_all(&c, &cluster, 0..20).await;
     // f = 1: with one backup dead the other three still form a quorum.
     cluster.kill(3);
-    for i in 20..40 {
-        assert_eq!(
-            put(&c, &format!("k{i}"), &format!("v{i}")).await.unwrap(),
-            b"ok",
-            "{}",
-            cluster.logs()
-        );
-    }
-    for i in 0..40 {
-        let mut expected = vec![1u8];
-        expected.extend_from_slice(format!("v{i}").as_bytes());
-        assert_eq!(get(&c, &format!("k{i}")).await, expected);
-    }
+    put_all(&c, &cluster, 20..40).await;
+    get_all(&c, 0..40).await;
     c.shutdown().await;
     // SIGTERM: every live replica shuts down cleanly.
     assert_eq!(cluster.terminate_all(), vec![0, 0, 0], "{}", cluster.logs());
@@ -534,24 +539,10 @@ async fn replicas_restart_from_their_stores() {
         "{}",
         cluster.logs()
     );
-    for i in 0..10 {
-        assert_eq!(
-            put(&c, &format!("k{i}"), &format!("v{i}")).await.unwrap(),
-            b"ok",
-            "{}",
-            cluster.logs()
-        );
-    }
+    put_all(&c, &cluster, 0..10).await;
     // SIGKILL backup 2; the others go on without it.
     cluster.kill(2);
-    for i in 10..20 {
-        assert_eq!(
-            put(&c, &format!("k{i}"), &format!("v{i}")).await.unwrap(),
-            b"ok",
-            "{}",
-            cluster.logs()
-        );
-    }
+    put_all(&c, &cluster, 10..20).await;
     // It restarts from its store; then backup 3 dies, so every quorum
     // needs the restarted replica: it must have caught up.
     let child = cluster.spawn(2);
@@ -663,29 +654,11 @@ async fn a_mac_cluster_serves_mac_clients_through_a_view_change() {
         "{}",
         cluster.logs()
     );
-    for i in 0..10 {
-        assert_eq!(
-            put(&c, &format!("k{i}"), &format!("v{i}")).await.unwrap(),
-            b"ok",
-            "{}",
-            cluster.logs()
-        );
-    }
+    put_all(&c, &cluster, 0..10).await;
     cluster.kill(0);
-    for i in 10..20 {
-        assert_eq!(
-            put(&c, &format!("k{i}"), &format!("v{i}")).await.unwrap(),
-            b"ok",
-            "{}",
-            cluster.logs()
-        );
-    }
+    put_all(&c, &cluster, 10..20).await;
     assert!(cluster.logs().contains("entered the new view"));
-    for i in 0..20 {
-        let mut expected = vec![1u8];
-        expected.extend_from_slice(format!("v{i}").as_bytes());
-        assert_eq!(get(&c, &format!("k{i}")).await, expected, "k{i}");
-    }
+    get_all(&c, 0..20).await;
     c.shutdown().await;
     assert_eq!(cluster.terminate_all(), vec![0, 0, 0], "{}", cluster.logs());
 

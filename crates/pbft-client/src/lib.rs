@@ -57,8 +57,8 @@ use pbft_crypto::{
     CryptoError, Keyring, Principal, RequestAuthenticator, SecretKey, Signer, TlsIdentity,
 };
 use pbft_quic::{ClientEndpoint, ClientEndpointConfig, Lane, QuicError, Receiver};
-use pbft_types::{ClientId, ClusterConfig, Message, ReplicaId, Reply, Request, RequestNo, View};
-use tokio::sync::{mpsc, Mutex, Semaphore};
+use pbft_types::{ClientId, ClusterConfig, Message, ReplicaId, Request, RequestNo, View};
+use tokio::sync::{oneshot, Mutex, Semaphore};
 use tokio::time::Instant;
 
 /// How to build a [`Client`].
@@ -115,10 +115,6 @@ pub enum Authentication {
 
 /// The largest [`ClientConfig::requests_in_flight_max`] accepted.
 pub const REQUESTS_IN_FLIGHT_MAX: usize = 64;
-
-/// Replies kept waiting for one request (a replica's latest reply counts;
-/// more than this many unread ones are dropped).
-const REPLIES_QUEUED_PER_REQUEST_MAX: usize = 64;
 
 impl ClientConfig {
     /// Defaults: retransmit after 500 ms (up to 4 s), give up after 10 s,
@@ -197,9 +193,29 @@ struct State {
     next_request_no: RequestNo,
     /// The highest view seen in accepted replies: its primary gets requests first.
     view: View,
-    /// The outstanding requests, each with where its replies go; at most
-    /// `requests_in_flight_max` entries.
-    waiting: HashMap<RequestNo, mpsc::Sender<Reply>>,
+    /// The outstanding requests, each with its replies so far and where
+    /// the outcome goes; at most `requests_in_flight_max` entries.
+    waiting: HashMap<RequestNo, Pending>,
+}
+
+/// One outstanding request, as the reply router sees it: the router counts
+/// the replies (PBFT 4.1: `f + 1` matching from distinct replicas) and
+/// wakes the call once, with the outcome, instead of once per reply.
+#[derive(Debug)]
+struct Pending {
+    votes: Votes,
+    needed: usize,
+    replicas: usize,
+    outcome: Option<oneshot::Sender<Outcome>>,
+}
+
+/// How replies settled a request.
+#[derive(Debug)]
+enum Outcome {
+    /// `needed` replicas agree on the result; the highest view among them.
+    Agreed(Vec<u8>, View),
+    /// Every replica answered and no result has `needed` of them.
+    NoQuorum(usize),
 }
 
 fn lock(state: &StdMutex<State>) -> std::sync::MutexGuard<'_, State> {
@@ -389,14 +405,23 @@ impl Client {
         let Ok(_permit) = self.in_flight.acquire().await else {
             return Err(ClientError::Closed);
         };
-        let (tx, mut replies) = mpsc::channel(REPLIES_QUEUED_PER_REQUEST_MAX);
+        let (tx, mut outcome) = oneshot::channel();
+        let needed = self.cluster.reply_quorum();
         let (waiting, message) = {
             let _order = self.send_order.lock().await;
             let (request_no, view) = {
                 let mut state = lock(&self.state);
                 let request_no = state.next_request_no;
                 state.next_request_no = request_no.next();
-                state.waiting.insert(request_no, tx);
+                state.waiting.insert(
+                    request_no,
+                    Pending {
+                        votes: Votes::default(),
+                        needed,
+                        replicas: self.cluster.n(),
+                        outcome: Some(tx),
+                    },
+                );
                 (request_no, state.view)
             };
             let waiting = Waiting {
@@ -428,24 +453,26 @@ impl Client {
             (waiting, message)
         };
         let request_no = waiting.request_no;
-        let needed = self.cluster.reply_quorum();
         let (retransmit_ms, retransmit_ms_max, request_ms) = self.config_timeouts;
         let started = Instant::now();
         let deadline = started + Duration::from_millis(request_ms);
         let mut retransmit_after = Duration::from_millis(retransmit_ms);
         let mut next_retransmit = started + retransmit_after;
-        let mut votes = Votes::default();
         loop {
             let wake = next_retransmit.min(deadline);
-            let received = tokio::select! {
-                r = replies.recv() => r,
+            let settled = tokio::select! {
+                o = &mut outcome => o,
                 () = tokio::time::sleep_until(wake) => {
                     let now = Instant::now();
                     if now >= deadline {
+                        let replies = lock(&self.state)
+                            .waiting
+                            .get(&request_no)
+                            .map_or(0, |p| p.votes.len());
                         return Err(ClientError::Timeout {
                             request_no,
                             waited_ms: u64::try_from(now.duration_since(started).as_millis()).unwrap_or(u64::MAX),
-                            replies: votes.len(),
+                            replies,
                             needed,
                         });
                     }
@@ -457,22 +484,19 @@ impl Client {
                     continue;
                 }
             };
-            let Some(reply) = received else {
-                return Err(ClientError::Closed);
-            };
-            if let Some((result, view)) = votes.add(reply.replica, reply.view, reply.result, needed)
-            {
-                let mut state = lock(&self.state);
-                state.view = state.view.max(view);
-                return Ok(result);
-            }
-            if votes.len() == self.cluster.n() {
-                return Err(ClientError::NoMatchingQuorum {
+            return match settled {
+                Ok(Outcome::Agreed(result, view)) => {
+                    let mut state = lock(&self.state);
+                    state.view = state.view.max(view);
+                    Ok(result)
+                }
+                Ok(Outcome::NoQuorum(replies)) => Err(ClientError::NoMatchingQuorum {
                     request_no,
-                    replies: votes.len(),
+                    replies,
                     needed,
-                });
-            }
+                }),
+                Err(_) => Err(ClientError::Closed),
+            };
         }
     }
 
@@ -504,9 +528,28 @@ async fn route_replies(mut receiver: Receiver, me: ClientId, state: Arc<StdMutex
             if reply.replica != from || reply.client != me {
                 continue;
             }
-            let target = lock(&state).waiting.get(&reply.request_no).cloned();
-            if let Some(tx) = target {
-                let _ = tx.try_send(reply);
+            let mut state = lock(&state);
+            // Replies after the outcome (or for a call gone) change nothing.
+            let Some(pending) = state
+                .waiting
+                .get_mut(&reply.request_no)
+                .filter(|p| p.outcome.is_some())
+            else {
+                continue;
+            };
+            let outcome =
+                match pending
+                    .votes
+                    .add(reply.replica, reply.view, reply.result, pending.needed)
+                {
+                    Some((result, view)) => Outcome::Agreed(result, view),
+                    None if pending.votes.len() == pending.replicas => {
+                        Outcome::NoQuorum(pending.votes.len())
+                    }
+                    None => continue,
+                };
+            if let Some(tx) = pending.outcome.take() {
+                let _ = tx.send(outcome);
             }
         }
     }

@@ -109,21 +109,30 @@ impl KvOp {
     /// Parses [`KvOp::encode`]'s output; `None` for anything else.
     #[must_use]
     pub fn decode(bytes: &[u8]) -> Option<Self> {
-        let (tag, rest) = bytes.split_first()?;
-        let len_bytes: [u8; 4] = rest.get(..4)?.try_into().ok()?;
-        let len = usize::try_from(u32::from_le_bytes(len_bytes)).ok()?;
-        let rest = rest.get(4..)?;
-        let key = rest.get(..len)?.to_vec();
-        let value = rest.get(len..)?;
-        match tag {
-            0 => Some(Self::Put {
-                key,
+        Some(match split_op(bytes)? {
+            (0, key, value) => Self::Put {
+                key: key.to_vec(),
                 value: value.to_vec(),
-            }),
-            1 if value.is_empty() => Some(Self::Get { key }),
-            2 if value.is_empty() => Some(Self::Delete { key }),
-            _ => None,
-        }
+            },
+            (1, key, _) => Self::Get { key: key.to_vec() },
+            (_, key, _) => Self::Delete { key: key.to_vec() },
+        })
+    }
+}
+
+/// The tag, key and value of an encoded [`KvOp`], borrowed from `bytes`
+/// (execution copies only what it stores); `None` for a malformed one.
+fn split_op(bytes: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (tag, rest) = bytes.split_first()?;
+    let len_bytes: [u8; 4] = rest.get(..4)?.try_into().ok()?;
+    let len = usize::try_from(u32::from_le_bytes(len_bytes)).ok()?;
+    let rest = rest.get(4..)?;
+    let key = rest.get(..len)?;
+    let value = rest.get(len..)?;
+    match tag {
+        0 => Some((0, key, value)),
+        1 | 2 if value.is_empty() => Some((*tag, key, value)),
+        _ => None,
     }
 }
 
@@ -175,21 +184,21 @@ const KV_CONTEXT: &str = "pbft-core 2026-11 kv state v1";
 
 impl Application for KvApp {
     fn execute(&mut self, _client: ClientId, op: &[u8]) -> Vec<u8> {
-        match KvOp::decode(op) {
-            Some(KvOp::Put { key, value }) => {
-                match self.map.get_mut(&key) {
+        match split_op(op) {
+            Some((0, key, value)) => {
+                match self.map.get_mut(key) {
                     // Overwrites reuse the value's buffer (and keep the key).
                     Some(v) => {
                         v.clear();
-                        v.extend_from_slice(&value);
+                        v.extend_from_slice(value);
                     }
                     None => {
-                        self.map.insert(key, value);
+                        self.map.insert(key.to_vec(), value.to_vec());
                     }
                 }
                 b"ok".to_vec()
             }
-            Some(KvOp::Get { key }) => match self.map.get(&key) {
+            Some((1, key, _)) => match self.map.get(key) {
                 Some(v) => {
                     let mut out = Vec::with_capacity(1 + v.len());
                     out.push(1);
@@ -198,7 +207,7 @@ impl Application for KvApp {
                 }
                 None => vec![0],
             },
-            Some(KvOp::Delete { key }) => vec![u8::from(self.map.remove(&key).is_some())],
+            Some((_, key, _)) => vec![u8::from(self.map.remove(key).is_some())],
             None => MALFORMED_OP_RESULT.to_vec(),
         }
     }
