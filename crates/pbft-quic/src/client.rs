@@ -85,7 +85,7 @@ impl ClientEndpoint {
         let endpoint = {
             let _guard = runtime.enter();
             quinn::Endpoint::new(
-                tls::endpoint_config(&config.identity),
+                tls::endpoint_config(&config.identity, &config.limits)?,
                 None,
                 socket,
                 Arc::new(quinn::TokioRuntime),

@@ -110,7 +110,7 @@ pub mod tls;
 pub use client::{ClientEndpoint, ClientEndpointConfig};
 pub use error::QuicError;
 pub use frame::{Lane, FRAME_HEADER_BYTES};
-pub use limits::Limits;
+pub use limits::{Limits, UDP_PAYLOAD_BYTES_MAX, UDP_PAYLOAD_BYTES_MIN};
 pub use mesh::{Mesh, MeshConfig};
 pub use node::Receiver;
 pub use stats::StatsSnapshot;

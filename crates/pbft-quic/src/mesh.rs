@@ -144,7 +144,7 @@ impl Mesh {
         let endpoint = {
             let _guard = runtime.enter();
             quinn::Endpoint::new(
-                tls::endpoint_config(&config.identity),
+                tls::endpoint_config(&config.identity, &config.limits)?,
                 Some(server),
                 socket,
                 Arc::new(quinn::TokioRuntime),

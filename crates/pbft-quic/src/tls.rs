@@ -215,7 +215,12 @@ pub(crate) fn transport_config(limits: &Limits) -> Result<Arc<quinn::TransportCo
             name: "idle_timeout",
             reason: e.to_string(),
         })?;
+    // Path MTU discovery from the safe 1200 bytes up to the configured bound
+    // (RFC 9000 section 14.3, DPLPMTUD); black-hole detection falls back.
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(limits.udp_payload_bytes_max);
     let mut t = quinn::TransportConfig::default();
+    t.mtu_discovery_config(Some(mtu));
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(0))
         .max_concurrent_uni_streams(quinn::VarInt::from_u32(limits.streams_uni_max))
         .max_idle_timeout(Some(idle))
@@ -325,12 +330,26 @@ pub(crate) fn negotiated_alpn(connection: &quinn::Connection) -> Option<Alpn> {
 
 /// quinn's stateless-reset key, derived from the identity's secret key so
 /// that a restarted endpoint can reset the connections its previous run
-/// left open (peers notice a restart at once instead of at idle timeout).
-pub(crate) fn endpoint_config(identity: &TlsIdentity) -> quinn::EndpointConfig {
+/// left open (peers notice a restart at once instead of at idle timeout),
+/// and the largest UDP payload the endpoint accepts.
+///
+/// # Errors
+/// [`QuicError::InvalidLimit`] when `udp_payload_bytes_max` is out of range.
+pub(crate) fn endpoint_config(
+    identity: &TlsIdentity,
+    limits: &Limits,
+) -> Result<quinn::EndpointConfig, QuicError> {
     let secret = blake3::derive_key(
         "pbft-quic 2026-11 stateless reset key v1",
         &identity.key_pkcs8_der,
     );
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret);
-    quinn::EndpointConfig::new(Arc::new(key))
+    let mut config = quinn::EndpointConfig::new(Arc::new(key));
+    config
+        .max_udp_payload_size(limits.udp_payload_bytes_max)
+        .map_err(|e| QuicError::InvalidLimit {
+            name: "udp_payload_bytes_max",
+            reason: e.to_string(),
+        })?;
+    Ok(config)
 }

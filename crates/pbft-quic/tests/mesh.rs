@@ -14,7 +14,9 @@ use std::time::Duration;
 use common::*;
 use pbft_crypto::{Principal, SecretKey, TlsIdentity};
 use pbft_quic::tls::Alpn;
-use pbft_quic::{CloseCode, Lane, Mesh, MeshConfig, QuicError};
+use pbft_quic::{
+    CloseCode, Lane, Mesh, MeshConfig, QuicError, UDP_PAYLOAD_BYTES_MAX, UDP_PAYLOAD_BYTES_MIN,
+};
 use pbft_types::{ClientId, ReplicaId};
 
 fn replica(i: usize) -> Principal {
@@ -474,6 +476,23 @@ async fn invalid_limits_and_unknown_ids_are_refused() {
         Mesh::start(config),
         Err(QuicError::InvalidLimit { .. })
     ));
+    for bad_udp in [UDP_PAYLOAD_BYTES_MIN - 1, UDP_PAYLOAD_BYTES_MAX + 1] {
+        cluster.limits = test_limits();
+        cluster.limits.udp_payload_bytes_max = bad_udp;
+        let mut config = MeshConfig::new(
+            cluster.config.clone(),
+            ReplicaId(0),
+            cluster.replica_identity(0),
+        );
+        config.limits = cluster.limits.clone();
+        assert!(matches!(
+            Mesh::start(config),
+            Err(QuicError::InvalidLimit {
+                name: "udp_payload_bytes_max",
+                ..
+            })
+        ));
+    }
     cluster.limits = test_limits();
     // A replica-only mesh refuses clients.
     let mut config = MeshConfig::new(
@@ -552,4 +571,25 @@ async fn bulk_traffic_does_not_hold_up_consensus_messages() {
         assert_eq!(recv(&mut receivers[1]).await.lane, Lane::Bulk);
     }
     bulk.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_frames_cross_at_the_smallest_and_largest_udp_payload() {
+    for (seed, udp) in [(21, UDP_PAYLOAD_BYTES_MIN), (22, UDP_PAYLOAD_BYTES_MAX)] {
+        let mut cluster = TestCluster::new(2, 0, seed);
+        cluster.limits.udp_payload_bytes_max = udp;
+        let (meshes, mut receivers) = cluster.start_all();
+        wait_full_mesh(&meshes).await;
+        let big = request(1, u64::from(udp), 300 * 1024);
+        meshes[0]
+            .send(replica(1), Lane::Consensus, big.clone())
+            .unwrap();
+        meshes[1]
+            .send(replica(0), Lane::Consensus, big.clone())
+            .unwrap();
+        let r = recv(&mut receivers[1]).await;
+        assert_eq!((r.from, &r.message), (replica(0), &big), "udp {udp}");
+        let r = recv(&mut receivers[0]).await;
+        assert_eq!((r.from, &r.message), (replica(1), &big), "udp {udp}");
+    }
 }
