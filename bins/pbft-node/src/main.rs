@@ -1,5 +1,12 @@
 //! `pbft-node`: the replica daemon and its operator commands.
 
+// mimalloc instead of glibc malloc: a replica allocates and frees a few
+// small buffers per request (decode, batch, reply), and malloc/free were
+// ~6% of replica CPU at peak. Measured: +5% peak throughput (median of 5
+// alternating runs, 46.9k vs 44.7k req/s; see the commit).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use pbft_node::{client_cmd, config, error, run, testnet};
 
 use std::path::PathBuf;
