@@ -139,7 +139,10 @@ impl Limits {
             return bad("incoming_handshakes_max", "must be positive");
         }
         if !(UDP_PAYLOAD_BYTES_MIN..=UDP_PAYLOAD_BYTES_MAX).contains(&self.udp_payload_bytes_max) {
-            return bad("udp_payload_bytes_max", "must be in 1200..=65527");
+            return bad(
+                "udp_payload_bytes_max",
+                &format!("must be in {UDP_PAYLOAD_BYTES_MIN}..={UDP_PAYLOAD_BYTES_MAX}"),
+            );
         }
         Ok(())
     }

@@ -465,35 +465,30 @@ async fn invalid_limits_and_unknown_ids_are_refused() {
         Mesh::start(config),
         Err(QuicError::UnknownPeer(_))
     ));
-    cluster.limits.send_queue_bytes_max = 10;
-    let mut config = MeshConfig::new(
-        cluster.config.clone(),
-        ReplicaId(0),
-        cluster.replica_identity(0),
-    );
-    config.limits = cluster.limits.clone();
-    assert!(matches!(
-        Mesh::start(config),
-        Err(QuicError::InvalidLimit { .. })
-    ));
-    for bad_udp in [UDP_PAYLOAD_BYTES_MIN - 1, UDP_PAYLOAD_BYTES_MAX + 1] {
-        cluster.limits = test_limits();
-        cluster.limits.udp_payload_bytes_max = bad_udp;
+    // Replica 0 started with one field of the test limits changed.
+    let start_with = |change: &dyn Fn(&mut pbft_quic::Limits)| {
         let mut config = MeshConfig::new(
             cluster.config.clone(),
             ReplicaId(0),
             cluster.replica_identity(0),
         );
-        config.limits = cluster.limits.clone();
+        config.limits = test_limits();
+        change(&mut config.limits);
+        Mesh::start(config)
+    };
+    assert!(matches!(
+        start_with(&|l| l.send_queue_bytes_max = 10),
+        Err(QuicError::InvalidLimit { .. })
+    ));
+    for bad_udp in [UDP_PAYLOAD_BYTES_MIN - 1, UDP_PAYLOAD_BYTES_MAX + 1] {
         assert!(matches!(
-            Mesh::start(config),
+            start_with(&|l| l.udp_payload_bytes_max = bad_udp),
             Err(QuicError::InvalidLimit {
                 name: "udp_payload_bytes_max",
                 ..
             })
         ));
     }
-    cluster.limits = test_limits();
     // A replica-only mesh refuses clients.
     let mut config = MeshConfig::new(
         cluster.config.clone(),
