@@ -5,6 +5,7 @@ use std::fs;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use pbft_client::ClientConfig;
@@ -237,9 +238,34 @@ pub struct Cluster {
     started: Instant,
 }
 
-/// A free UDP port on loopback (bound and released: a small race remains).
+/// UDP ports [`free_udp`] hands out: below Linux's ephemeral range
+/// (32768-60999 by default) and the public range of [`port_ranges`].
+const PRIVATE_UDP_PORTS: std::ops::Range<u16> = 10_000..20_000;
+
+/// A free UDP port on loopback for a replica's private socket or a client,
+/// which binds it later (a replica again at each restart). Not from port 0:
+/// an ephemeral port handed out here may be handed out again, meanwhile,
+/// to any socket bound to port 0 (the proxy's upstream sockets, a client's
+/// endpoint), and the replica then fails to bind its own address while
+/// the datagrams meant for it reach that socket (seen in CI: a replica's
+/// "address in use", another refusing connections from its own identity).
+/// Ports come from [`PRIVATE_UDP_PORTS`] in turn (none twice until the
+/// range wraps), starting at an offset drawn from the process id so that
+/// two harnesses on one machine rarely meet; one found bound is skipped.
 fn free_udp() -> Result<SocketAddr> {
-    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
+    static NEXT: Mutex<Option<u16>> = Mutex::new(None);
+    let (lo, hi) = (PRIVATE_UDP_PORTS.start, PRIVATE_UDP_PORTS.end);
+    let span = hi - lo;
+    let mut next = NEXT.lock().unwrap_or_else(PoisonError::into_inner);
+    for _ in 0..span {
+        let offset = u16::try_from(std::process::id() % u32::from(span)).unwrap_or(0);
+        let port = next.unwrap_or(lo + offset);
+        *next = Some(if port + 1 >= hi { lo } else { port + 1 });
+        if let Ok(socket) = UdpSocket::bind(("127.0.0.1", port)) {
+            return Ok(socket.local_addr()?);
+        }
+    }
+    Err(err(format!("no free UDP port on loopback in {lo}..{hi}")))
 }
 
 fn free_tcp() -> Result<SocketAddr> {
