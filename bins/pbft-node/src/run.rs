@@ -284,6 +284,10 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         for output in outputs.drain(..) {
             match output {
                 Output::Send { to, message } => {
+                    if matches!(message, Message::Request(_)) {
+                        // PBFT 4.1: a backup relays a request to the primary.
+                        counter!("pbft_requests_relayed_total").increment(1);
+                    }
                     let lane = lane_of(&message);
                     let _ = mesh.send(Principal::Replica(to), lane, message);
                 }

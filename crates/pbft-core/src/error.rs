@@ -87,6 +87,13 @@ pub enum Rejection {
         /// The signer.
         got: ReplicaId,
     },
+    /// A client request relayed to a replica that is not the primary of the
+    /// view (PBFT 4.1: backups relay to the primary).
+    #[error("relayed request reached a backup; the primary of the view is {primary}")]
+    RelayedToBackup {
+        /// The primary of the current view.
+        primary: ReplicaId,
+    },
     /// A prepare from the primary (the primary's vote is its pre-prepare).
     #[error("prepare from the primary {0}")]
     PrepareFromPrimary(ReplicaId),
@@ -193,6 +200,7 @@ impl Rejection {
             Self::WrongView { .. } => "wrong_view",
             Self::OutsideWindow { .. } => "outside_window",
             Self::NotPrimary { .. } => "not_primary",
+            Self::RelayedToBackup { .. } => "relayed_to_backup",
             Self::PrepareFromPrimary(_) => "prepare_from_primary",
             Self::DigestMismatch { .. } => "digest_mismatch",
             Self::ConflictingPrePrepare { .. } => "conflicting_pre_prepare",

@@ -99,6 +99,18 @@
 //! snapshot (state transfer, below). A replica that receives a checkpoint
 //! below its own stable one answers with its proof.
 //!
+//! PBFT 4.1, relaying: a client that gets no answer in time sends its
+//! request to every replica. A backup that has held a request for a whole
+//! retransmission interval without executing it sends it to the primary
+//! ([`Output::Send`] of `Message::Request`), once per view, and again at
+//! once when the client retransmits it; at most
+//! [`RELAYED_REQUESTS_PER_INTERVAL_MAX`] per interval. The primary checks
+//! the client's authenticator in full before it holds a relayed request
+//! (a forged one is rejected with the relaying replica named). Under
+//! [`RequestAuth::Channel`] only the client's own channel vouches for a
+//! request, so nothing is relayed and a primary the clients cannot reach
+//! is replaced by a view change instead.
+//!
 //! # View change (PBFT 4.4, 4.5)
 //!
 //! A backup runs the view-change timer while it holds a request it has not
@@ -168,5 +180,5 @@ pub use app::{Application, CounterApp, KvApp, KvOp};
 pub use error::Rejection;
 pub use io::{Input, Output, Peer, PersistId, PersistRecord, Time, Timer};
 pub use params::{Params, ParamsError, RequestAuth};
-pub use replica::{Replica, Stats};
+pub use replica::{Replica, Stats, RELAYED_REQUESTS_PER_INTERVAL_MAX};
 pub use restore::{CommittedBatch, DurableState, RestoreError, StableState};

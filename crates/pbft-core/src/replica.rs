@@ -44,7 +44,13 @@ pub struct Stats {
     pub batches_executed: u64,
     /// Inputs rejected.
     pub rejections: u64,
+    /// Client requests a backup relayed to the primary (PBFT 4.1).
+    pub requests_relayed: u64,
 }
+
+/// Requests a backup relays to the primary per retransmission interval, at
+/// most (PBFT 4.1); the rest go in the next intervals.
+pub const RELAYED_REQUESTS_PER_INTERVAL_MAX: usize = 1_024;
 
 /// The digest a pre-prepare carries for `batch`: [`Digest::ZERO`] for the
 /// empty batch of a null request (PBFT 4.4), which no normal-case
@@ -136,8 +142,19 @@ impl Pending {
         self.by_arrival.get(arrival)
     }
 
+    fn arrival(&self, client: ClientId, no: RequestNo) -> Option<u64> {
+        self.by_client.get(&client)?.get(&no).copied()
+    }
+
     fn iter(&self) -> impl Iterator<Item = &ClientRequest> {
         self.by_arrival.values()
+    }
+
+    /// Requests that arrived in `from..to` (arrival indices), oldest first.
+    fn arrived_in(&self, from: u64, to: u64) -> impl Iterator<Item = (u64, &ClientRequest)> {
+        self.by_arrival
+            .range(from..to.max(from))
+            .map(|(arrival, request)| (*arrival, request))
     }
 
     fn client_len(&self, client: ClientId) -> usize {
@@ -233,6 +250,14 @@ pub struct Replica<A> {
     view_change_armed: bool,
     /// `(last_executed, low)` at the previous retransmission tick.
     progress_mark: (SeqNo, SeqNo),
+    /// Backup: pending requests that arrived before this arrival index were
+    /// relayed to the primary of the view already (PBFT 4.1).
+    relay_from: u64,
+    /// Backup: the next arrival index at the previous retransmission tick;
+    /// requests below it have waited a whole interval.
+    relay_mark: u64,
+    /// Backup: relays left in this retransmission interval.
+    relay_budget: usize,
     /// The highest sequence number any replica's message named (evidence
     /// that this replica is behind).
     highest_seen: SeqNo,
@@ -316,6 +341,9 @@ impl<A: Application> Replica<A> {
             retransmit_armed: false,
             view_change_armed: false,
             progress_mark: (SeqNo(0), SeqNo(0)),
+            relay_from: 0,
+            relay_mark: 0,
+            relay_budget: RELAYED_REQUESTS_PER_INTERVAL_MAX,
             highest_seen: SeqNo(0),
             snapshots: BTreeMap::new(),
             transfer: None,
@@ -683,6 +711,39 @@ impl<A: Application> Replica<A> {
                 },
             );
         }
+        self.admit_request(peer, request);
+    }
+
+    /// PBFT 4.1: a client request a backup relayed, because the client
+    /// retransmitted it to every replica and the backup waited a whole
+    /// retransmission interval without seeing it executed. The client's
+    /// authenticator travels with it, so the primary checks it in full
+    /// before it holds it (a signature too, not later in a batch: a relay
+    /// is rare, and a forged copy must not hold the request number's place
+    /// in `pending`).
+    /// Under [`RequestAuth::Channel`] nothing but the client's own channel
+    /// vouches for a request, so relays are refused.
+    fn on_relayed_request(&mut self, from: ReplicaId, request: ClientRequest) {
+        let peer = Peer::Replica(from);
+        if self.params.request_auth == RequestAuth::Channel {
+            return self.reject(peer, Rejection::Unsupported("relayed request"));
+        }
+        if !self.view_active {
+            let view = self.view;
+            return self.reject(peer, Rejection::ViewChangeInProgress { view });
+        }
+        if !self.is_primary() {
+            let primary = self.primary();
+            return self.reject(peer, Rejection::RelayedToBackup { primary });
+        }
+        self.admit_request(peer, request);
+    }
+
+    /// The checks every request passes, from its client or relayed by a
+    /// backup (`peer`), before it waits in `pending`.
+    fn admit_request(&mut self, peer: Peer, request: ClientRequest) {
+        let from = request.signer;
+        let relayed = matches!(peer, Peer::Replica(_));
         if self.config.client(from).is_none() {
             return self.reject(peer, Rejection::UnknownClient(from));
         }
@@ -718,6 +779,10 @@ impl<A: Application> Replica<A> {
             }
         }
         if let Some(cached) = self.replies.get(&from) {
+            if no == cached.request_no && relayed {
+                // The backup that relayed it answers the client itself.
+                return self.reject(peer, Rejection::Duplicate);
+            }
             if no == cached.request_no {
                 // PBFT 4.1: a retransmitted request gets the stored reply again.
                 let reply = Reply {
@@ -745,6 +810,22 @@ impl<A: Application> Replica<A> {
                 );
             }
         }
+        if let (Some(arrival), false) = (self.pending.arrival(from, no), relayed) {
+            if arrival < self.relay_from && self.relays_requests() && self.relay_budget > 0 {
+                // PBFT 4.1: the client retransmitted a request this backup
+                // relayed already and still waits for; the relay may have
+                // been lost (or the primary restarted), so relay it again.
+                // The client's backoff paces this, the budget bounds it.
+                self.relay_budget -= 1;
+                self.stats.requests_relayed += 1;
+                let to = self.primary();
+                self.outputs.push(Output::Send {
+                    to,
+                    message: Message::Request(request),
+                });
+                return;
+            }
+        }
         if self.pending.contains(from, no) || self.in_flight.contains(&(from, no)) {
             return self.reject(peer, Rejection::Duplicate);
         }
@@ -753,6 +834,15 @@ impl<A: Application> Replica<A> {
         }
         if self.pending.client_len(from) >= self.params.client_pending_requests_max {
             return self.reject(peer, Rejection::Full("client_pending_requests"));
+        }
+        if relayed && matches!(request.auth, Authenticator::Signature(_)) {
+            // Checked last: the cheap checks above turn most copies away.
+            self.stats.request_signatures_verified += 1;
+            if self.request_verifier.verify(&request).is_err() {
+                let request_no = no;
+                let client = from;
+                return self.reject(peer, Rejection::BadRequestSignature { client, request_no });
+            }
         }
         self.pending.insert(request);
         if self.is_primary() {
@@ -897,6 +987,7 @@ impl<A: Application> Replica<A> {
             Message::FetchResponse(r) => self.on_fetch_response(from, r),
             Message::ViewChange(vc) => self.on_view_change(from, vc),
             Message::NewView(nv) => self.on_new_view(from, nv),
+            Message::Request(r) => self.on_relayed_request(from, r),
             other => self.reject(peer, Rejection::Unsupported(other.kind_name())),
         }
     }
@@ -2026,6 +2117,7 @@ impl<A: Application> Replica<A> {
                     self.retransmit();
                 }
                 self.progress_mark = mark;
+                self.relay_waiting_requests();
             }
             Timer::ViewChange => {
                 self.view_change_armed = false;
@@ -2091,6 +2183,53 @@ impl<A: Application> Replica<A> {
             || !self.parked.is_empty()
             || !self.view_active
             || self.transfer.is_some()
+            || (self.relays_requests() && !self.pending.is_empty())
+    }
+
+    /// Whether this replica relays the client requests it holds to the
+    /// primary (PBFT 4.1): a backup in an active view, where requests carry
+    /// their clients' authenticators.
+    fn relays_requests(&self) -> bool {
+        self.view_active && !self.is_primary() && self.params.request_auth != RequestAuth::Channel
+    }
+
+    /// PBFT 4.1: a backup relays to the primary each client request it has
+    /// held for a whole retransmission interval (it reached the backup,
+    /// through the client's retransmission to every replica, and is not
+    /// executed yet), once per view, at most
+    /// [`RELAYED_REQUESTS_PER_INTERVAL_MAX`] per interval (a client's
+    /// retransmission of a request relayed already is relayed again at
+    /// once, within the same budget). Not at once: a client
+    /// that sends every request to every replica
+    /// (`send_to_all_replicas`) would have the backups flood the primary
+    /// with copies of what it already has, and in a healthy cluster a
+    /// request executes long before the interval ends. The view-change
+    /// timer runs meanwhile (PBFT 4.4), so a primary that ignores relayed
+    /// requests is still replaced.
+    fn relay_waiting_requests(&mut self) {
+        let mark = std::mem::replace(&mut self.relay_mark, self.pending.next_arrival);
+        self.relay_budget = RELAYED_REQUESTS_PER_INTERVAL_MAX;
+        if !self.relays_requests() {
+            return;
+        }
+        let primary = self.primary();
+        let waiting: Vec<(u64, ClientRequest)> = self
+            .pending
+            .arrived_in(self.relay_from, mark)
+            .take(self.relay_budget)
+            .map(|(arrival, r)| (arrival, r.clone()))
+            .collect();
+        self.relay_from = match waiting.last() {
+            Some((arrival, _)) if waiting.len() == self.relay_budget => arrival + 1,
+            _ => mark.max(self.relay_from),
+        };
+        self.relay_budget -= waiting.len();
+        self.stats.requests_relayed += waiting.len() as u64;
+        self.outputs
+            .extend(waiting.into_iter().map(|(_, request)| Output::Send {
+                to: primary,
+                message: Message::Request(request),
+            }));
     }
 
     /// No progress since the last tick: send again what this replica said

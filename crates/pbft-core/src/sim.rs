@@ -103,6 +103,10 @@ pub struct SimConfig {
     /// Network partitions between replicas (FAULTS.md 12), each active for
     /// a time span.
     pub partitions: Vec<Partition>,
+    /// Replicas no client request reaches (lost on the way, for the whole
+    /// run); their replies still reach the clients. With the primary here,
+    /// requests reach it only as backups relay them (PBFT 4.1).
+    pub clients_cut_from: BTreeSet<ReplicaId>,
 }
 
 /// Links between replicas cut from `start_us` until `heal_us` (FAULTS.md
@@ -184,6 +188,7 @@ impl SimConfig {
             mac_requests: false,
             spoiled_mac_replica: None,
             partitions: Vec::new(),
+            clients_cut_from: BTreeSet::new(),
         }
     }
 
@@ -260,6 +265,17 @@ impl SimConfig {
         if macs {
             params.request_auth = RequestAuth::Macs;
         }
+        // And last: one in six authenticated seeds has the clients cut from
+        // one replica, the primary of view 0 included (PBFT 4.1: backups
+        // relay). Under channel authentication a backup cut from clients
+        // could not accept any batch, which with a crashed backup is more
+        // than `f` faults.
+        let clients_cut_from = if !channel && rng.gen_ratio(1, 6) {
+            let n = u32::try_from(replicas).unwrap_or(4);
+            BTreeSet::from([ReplicaId(rng.gen_range(0..n))])
+        } else {
+            BTreeSet::new()
+        };
         Self {
             seed,
             replicas,
@@ -278,6 +294,7 @@ impl SimConfig {
             mac_requests: macs,
             spoiled_mac_replica: None,
             partitions: Vec::new(),
+            clients_cut_from,
         }
     }
 }
@@ -406,7 +423,8 @@ pub struct SimReport {
     /// Faults adversaries injected: inputs they dropped and outputs they
     /// changed ([`crate::byzantine::altered`]).
     pub adversary_faults: u64,
-    /// Messages lost to partitions ([`Partition`]).
+    /// Messages lost to partitions ([`Partition`]) and client requests lost
+    /// to [`SimConfig::clients_cut_from`].
     pub messages_cut: u64,
 }
 
@@ -818,6 +836,14 @@ impl Sim {
         client.generation += 1;
         let (id, generation) = (client.id, client.generation);
         for node in 0..self.nodes.len() {
+            if self
+                .nodes
+                .get(node)
+                .is_some_and(|n| self.config.clients_cut_from.contains(&n.id))
+            {
+                self.report.messages_cut += 1;
+                continue;
+            }
             let request = request.clone();
             self.transmit(|| Event::Input {
                 node,

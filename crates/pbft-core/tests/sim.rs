@@ -200,3 +200,53 @@ fn a_restarted_primary_resumes_its_sequence() {
         assert_eq!(report.requests_completed, 18, "seed {seed}");
     }
 }
+
+/// PBFT 4.1: the clients cannot reach the primary (their requests to it are
+/// lost), the backups can. With authenticated requests the backups relay
+/// them and every request completes in view 0, with no view change; under
+/// channel authentication nothing vouches for a relayed request, so the
+/// backups replace the primary instead, and the run completes in a later
+/// view. The relays' count tells the two paths apart.
+#[test]
+fn backups_relay_the_requests_a_cut_off_primary_never_got() {
+    use pbft_core::RequestAuth;
+    for (seed, auth) in (0..12).zip(
+        [
+            RequestAuth::ClientSignatures,
+            RequestAuth::Macs,
+            RequestAuth::Channel,
+        ]
+        .into_iter()
+        .cycle(),
+    ) {
+        let mut config = SimConfig::new(seed, 4);
+        config.clients = 3;
+        config.requests_per_client = 5;
+        config.params.batch_requests_max = 2;
+        config.params.retransmit_interval_us = 30_000;
+        config.params.view_change_timeout_us = 1_000_000;
+        config.params.request_auth = auth;
+        config.sign_requests = auth != RequestAuth::Channel;
+        config.mac_requests = auth == RequestAuth::Macs;
+        config.network.delay_us_max = 3_000;
+        config.client_retry_us = 200_000;
+        config.clients_cut_from = [ReplicaId(0)].into();
+        let mut sim = Sim::new(config).unwrap();
+        let report = sim
+            .run_and_check(true)
+            .unwrap_or_else(|v| panic!("seed {seed} {auth:?}: {v}"));
+        assert_eq!(report.requests_completed, 15, "seed {seed} {auth:?}");
+        assert!(report.messages_cut >= 15, "seed {seed} {auth:?}");
+        let relayed: u64 = (1..4)
+            .map(|i| sim.replica(ReplicaId(i)).unwrap().stats().requests_relayed)
+            .sum();
+        if auth == RequestAuth::Channel {
+            assert_eq!(relayed, 0, "seed {seed}");
+            assert!(report.highest_view >= 1, "seed {seed}: {report:?}");
+        } else {
+            assert!(relayed >= 15, "seed {seed} {auth:?}: {relayed}");
+            assert_eq!(report.view_changes_started, 0, "seed {seed} {auth:?}");
+            assert_eq!(report.highest_view, 0, "seed {seed} {auth:?}");
+        }
+    }
+}

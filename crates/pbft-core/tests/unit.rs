@@ -1289,15 +1289,21 @@ fn a_backup_whose_timer_fires_persists_then_sends_its_view_change() {
             request: s.request(1),
         },
     );
+    // The retransmission timer runs too: it relays the request to the
+    // primary if it waits a whole interval (PBFT 4.1).
     assert_eq!(
         out,
-        vec![Output::SetTimer {
-            timer: Timer::ViewChange,
-            at: T0.plus_us(10_000)
-        }]
+        vec![
+            retransmit_timer(),
+            Output::SetTimer {
+                timer: Timer::ViewChange,
+                at: T0.plus_us(10_000)
+            }
+        ]
     );
     let out = backup.step(Time(11_000), Input::TimerFired(Timer::ViewChange));
     let vc = view_change_of(&s, 2, 1, vec![]);
+    // (The retransmission timer armed with the request still runs.)
     assert_eq!(
         out,
         vec![
@@ -1306,10 +1312,6 @@ fn a_backup_whose_timer_fires_persists_then_sends_its_view_change() {
                 records: vec![PersistRecord::ViewChange(vc.clone())]
             },
             Output::ViewChangeStarted { view: View(1) },
-            Output::SetTimer {
-                timer: Timer::Retransmit,
-                at: Time(12_000)
-            },
         ]
     );
     assert!(!backup.is_view_active());
@@ -1362,10 +1364,13 @@ fn a_forged_request_alone_never_starts_a_view_change() {
     );
     assert_eq!(
         out,
-        vec![Output::SetTimer {
-            timer: Timer::ViewChange,
-            at: T0.plus_us(10_000)
-        }]
+        vec![
+            retransmit_timer(),
+            Output::SetTimer {
+                timer: Timer::ViewChange,
+                at: T0.plus_us(10_000)
+            }
+        ]
     );
     let out = backup.step(Time(11_000), Input::TimerFired(Timer::ViewChange));
     assert_eq!(
@@ -2142,4 +2147,178 @@ fn commits_count_on_the_channel_and_are_checked_when_they_leave_as_proof() {
         })
         .expect("a committed batch with its proof");
     assert_eq!(served, [ReplicaId(0), ReplicaId(1), ReplicaId(2)]);
+}
+
+fn client_request(request: ClientRequest) -> Input {
+    Input::ClientRequest {
+        from: CLIENT,
+        request,
+    }
+}
+
+fn set_timer(timer: Timer, at: Time) -> Output {
+    Output::SetTimer { timer, at }
+}
+
+/// PBFT 4.1: a backup relays to the primary a request it has held for a
+/// whole retransmission interval, once per view; a client's retransmission
+/// of it is relayed again at once. The primary checks the client's
+/// authenticator and orders the request as if the client had sent it.
+#[test]
+fn a_backup_relays_a_request_it_waited_on_for_a_whole_interval() {
+    let s = setup(4);
+    let request = s.request(1);
+    let mut backup = s.replica(1);
+    assert_eq!(
+        backup.step(T0, client_request(request.clone())),
+        vec![
+            retransmit_timer(),
+            set_timer(Timer::ViewChange, T0.plus_us(10_000)),
+        ]
+    );
+    // The first tick marks what arrived so far; nothing has waited a whole
+    // interval yet.
+    let t1 = T0.plus_us(1_000);
+    assert_eq!(
+        backup.step(t1, Input::TimerFired(Timer::Retransmit)),
+        vec![set_timer(Timer::Retransmit, t1.plus_us(1_000))]
+    );
+    let t2 = t1.plus_us(1_000);
+    let relay = Output::Send {
+        to: ReplicaId(0),
+        message: Message::Request(request.clone()),
+    };
+    assert_eq!(
+        backup.step(t2, Input::TimerFired(Timer::Retransmit)),
+        vec![
+            relay.clone(),
+            set_timer(Timer::Retransmit, t2.plus_us(1_000))
+        ]
+    );
+    // Once per view.
+    let t3 = t2.plus_us(1_000);
+    assert_eq!(
+        backup.step(t3, Input::TimerFired(Timer::Retransmit)),
+        vec![set_timer(Timer::Retransmit, t3.plus_us(1_000))]
+    );
+    // The client retransmits: relayed again at once.
+    assert_eq!(
+        backup.step(t3, client_request(request.clone())),
+        vec![relay]
+    );
+    assert_eq!(backup.stats().requests_relayed, 2);
+
+    // The primary proposes it exactly as it proposes a client's own request
+    // (whose outputs `primary_persists_the_pre_prepare_before_broadcasting_it`
+    // spells out).
+    let mut primary = s.replica(0);
+    let out = primary.step(T0, msg(1, Message::Request(request.clone())));
+    let from_client = s.replica(0).step(T0, client_request(request.clone()));
+    assert!(matches!(out[0], Output::Persist { .. }), "{out:?}");
+    assert_eq!(out, from_client);
+    // Checked as it arrived (a forged copy must not hold its place), and
+    // again with its batch (a relay is rare; the batch check is the one
+    // every request passes).
+    assert_eq!(primary.stats().request_signatures_verified, 2);
+    // A second copy, from another backup, is a duplicate.
+    assert_eq!(
+        without_timers(primary.step(T0, msg(2, Message::Request(request)))),
+        rejected(2, Rejection::Duplicate)
+    );
+}
+
+/// What a primary refuses from a relaying replica: a forged signature (the
+/// relaying backup is named, and the request holds no place), a relay to
+/// a backup, a relay during a view change, a relay under channel
+/// authentication, and a request that already executed (the backup answers
+/// its client itself).
+#[test]
+fn relayed_requests_are_refused_with_a_reason() {
+    let s = setup(4);
+    let mut primary = s.replica(0);
+    let mut forged = s.request(1);
+    spoil(&mut forged);
+    assert_eq!(
+        without_timers(primary.step(T0, msg(3, Message::Request(forged)))),
+        rejected(
+            3,
+            Rejection::BadRequestSignature {
+                client: CLIENT,
+                request_no: RequestNo(1)
+            }
+        )
+    );
+    assert_eq!(primary.pending_len(), 0);
+    // The authentic request still gets its place.
+    let out = primary.step(T0, msg(1, Message::Request(s.request(1))));
+    assert!(matches!(out[0], Output::Persist { .. }), "{out:?}");
+
+    let mut backup = s.replica(2);
+    assert_eq!(
+        backup.step(T0, msg(1, Message::Request(s.request(1)))),
+        rejected(
+            1,
+            Rejection::RelayedToBackup {
+                primary: ReplicaId(0)
+            }
+        )
+    );
+    assert_eq!(backup.pending_len(), 0);
+
+    let channel = Params {
+        request_auth: RequestAuth::Channel,
+        ..params()
+    };
+    let mut primary = s.replica_with(0, channel.clone());
+    assert_eq!(
+        primary.step(T0, msg(1, Message::Request(s.request(1)))),
+        rejected(1, Rejection::Unsupported("relayed request"))
+    );
+    // A backup under channel authentication never relays (its retransmit
+    // timer is not even armed for the request).
+    let mut backup = s.replica_with(1, channel);
+    assert_eq!(
+        backup.step(T0, client_request(s.request(1))),
+        vec![set_timer(Timer::ViewChange, T0.plus_us(10_000))]
+    );
+
+    let mut c = Cluster::new(4, vec![]);
+    let request = c.setup.request(1);
+    c.submit(&request);
+    assert_eq!(
+        without_timers(c.replicas[0].step(T0, msg(1, Message::Request(request)))),
+        rejected(1, Rejection::Duplicate)
+    );
+}
+
+/// A replica that started a view change neither relays nor accepts relays
+/// (the primary it would relay to is the one it suspects).
+#[test]
+fn relays_stop_during_a_view_change() {
+    let s = setup(4);
+    let mut backup = s.replica(2);
+    backup.step(T0, client_request(s.request(1)));
+    let out = backup.step(Time(11_000), Input::TimerFired(Timer::ViewChange));
+    assert!(
+        out.contains(&Output::ViewChangeStarted { view: View(1) }),
+        "{out:?}"
+    );
+    assert_eq!(
+        backup.step(Time(11_000), msg(3, Message::Request(s.request(2)))),
+        rejected(3, Rejection::ViewChangeInProgress { view: View(1) })
+    );
+    for t in [12_000, 13_000] {
+        let out = backup.step(Time(t), Input::TimerFired(Timer::Retransmit));
+        assert!(
+            !out.iter().any(|o| matches!(
+                o,
+                Output::Send {
+                    message: Message::Request(_),
+                    ..
+                }
+            )),
+            "{out:?}"
+        );
+    }
+    assert_eq!(backup.stats().requests_relayed, 0);
 }

@@ -562,6 +562,12 @@ impl Ctx<'_> {
                 self.last_target = Some(a);
                 self.proxy_update(|rules| rules.set_link(r(a), r(b), LinkRule::cut()))?;
             }
+            Step::CutClients(t) => {
+                let a = self.resolve(*t).await?;
+                self.last_target = Some(a);
+                self.proxy_update(|rules| rules.set_link(Peer::Client, r(a), LinkRule::cut()))?;
+            }
+            Step::ExpectRelayed => self.expect_relayed().await,
             Step::Link(links, rule) => {
                 let rule = *rule;
                 match links {
@@ -919,6 +925,32 @@ impl Ctx<'_> {
             admitted.len()
         ));
         Ok(())
+    }
+
+    /// PBFT 4.1: with the primary out of the clients' reach, their
+    /// retransmissions reach the backups, which relay them; the primary
+    /// orders them in its view, so no backup's timer may have fired.
+    async fn expect_relayed(&mut self) {
+        let metrics = self.cluster.all_metrics().await;
+        let sum = |name: &str| metrics.iter().flatten().map(|m| m.int(name)).sum::<u64>();
+        let relayed = sum("pbft_requests_relayed_total");
+        let started = sum("pbft_view_changes_started_total");
+        if relayed == 0 {
+            self.violations.push(
+                "relay: no backup relayed a request (pbft_requests_relayed_total is 0) although \
+                 the clients cannot reach the primary (PBFT 4.1)"
+                    .into(),
+            );
+        }
+        if started > 0 {
+            self.violations.push(format!(
+                "relay: {started} view changes started although the backups could relay every \
+                 request to the primary (pbft_view_changes_started_total)"
+            ));
+        }
+        self.checked.push(format!(
+            "relay: {relayed} requests relayed by the backups, {started} view changes started"
+        ));
     }
 
     async fn dup_replay(&mut self) -> Result<()> {

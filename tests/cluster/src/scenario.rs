@@ -9,7 +9,7 @@
 //!          | ('kill' | 'start' | 'term' | 'pause' | 'resume' | 'wipe') TARGET
 //!          | 'restart-all' | 'rolling' | 'reverse'
 //!          | 'isolate' TARGET | 'isolate-replicas' TARGET | 'split' K
-//!          | 'cut' TARGET TARGET
+//!          | 'cut' TARGET TARGET | 'cut-clients' TARGET | 'expect-relayed'
 //!          | 'link' ('all' | 'clients' | TARGET TARGET) RULE*
 //!          | 'heal' | 'garbage' N | 'slow-client' ('start' | 'stop')
 //!          | 'dup-put' | 'dup-replay' | 'equivocating-client' N | 'twins-split'
@@ -102,6 +102,13 @@ pub enum Step {
     Split(usize),
     /// Drop everything from the first replica to the second (one way).
     Cut(Target, Target),
+    /// Drop everything the clients send to a replica (one way: its replies
+    /// still reach them).
+    CutClients(Target),
+    /// Check that backups relayed requests to the primary
+    /// (`pbft_requests_relayed_total`) and that no replica started a view
+    /// change (`pbft_view_changes_started_total`): PBFT 4.1.
+    ExpectRelayed,
     /// Loss, duplication, delay on links.
     Link(Links, LinkRule),
     /// Remove every link rule.
@@ -177,6 +184,8 @@ impl fmt::Display for Step {
             Self::IsolateReplicas(t) => write!(f, "isolate-replicas {t}"),
             Self::Split(k) => write!(f, "split {k}"),
             Self::Cut(a, b) => write!(f, "cut {a} {b}"),
+            Self::CutClients(t) => write!(f, "cut-clients {t}"),
+            Self::ExpectRelayed => f.write_str("expect-relayed"),
             Self::Link(links, rule) => {
                 match links {
                     Links::All => f.write_str("link all")?,
@@ -325,6 +334,8 @@ pub fn parse_step(text: &str) -> Result<Step, String> {
                 .ok_or("split needs a group size")?,
         ),
         "cut" => Step::Cut(parse_target(tokens.next())?, parse_target(tokens.next())?),
+        "cut-clients" => Step::CutClients(parse_target(tokens.next())?),
+        "expect-relayed" => Step::ExpectRelayed,
         "link" => {
             let mut rest: Vec<&str> = tokens.collect();
             let links = match rest.first().copied() {
@@ -485,6 +496,9 @@ const CATALOG: &[Entry] = &[
      "split the replicas in two halves (no quorum on either side), heal"),
     ("one-way", &[12], Needs::Nothing, Expect::Pass, "cut primary backup0; hold; heal",
      "the primary cannot send to one backup (the backup can send to it)"),
+    ("clients-cut-primary", &[12], Needs::Nothing, Expect::Pass,
+     "cut-clients primary; hold; expect-relayed; heal; hold",
+     "the clients cannot reach the primary (one way; it reaches them and the replicas): backups relay their retransmitted requests (PBFT 4.1), no view change"),
     ("primary-mute", &[12], Needs::ViewChange, Expect::Pass,
      "cut primary backup0; cut same backup1; cut same backup2; hold; heal",
      "the primary receives everything and reaches no replica (one-way)"),
@@ -590,6 +604,7 @@ const MAC_VARIANTS: &[&str] = &[
     "baseline",
     "kill-primary",
     "isolate-primary",
+    "clients-cut-primary",
     "lossy-links",
     "byz-equivocating-primary",
     "byz-selective-primary",
@@ -604,6 +619,7 @@ pub const CI_SET: &[&str] = &[
     "kill-primary",
     "pause-primary",
     "primary-mute",
+    "clients-cut-primary",
     "lagging-replica",
     "lossy-links",
     "client-retries",

@@ -564,6 +564,10 @@ impl<A: Application> Replica<A> {
         }
         self.view = view;
         self.view_active = true;
+        // PBFT 4.1: requests still waiting are relayed to the new primary
+        // once they have waited a whole interval in this view.
+        self.relay_from = 0;
+        self.relay_mark = 0;
         self.new_view_msg = Some(nv.clone());
         self.view_changes.retain(|_, vc| vc.value().new_view > view);
         if self.view_change_armed {
