@@ -106,7 +106,9 @@
 //! once when the client retransmits it; at most
 //! [`RELAYED_REQUESTS_PER_INTERVAL_MAX`] per interval. The primary checks
 //! the client's authenticator in full before it holds a relayed request
-//! (a forged one is rejected with the relaying replica named). Under
+//! (a forged one is rejected with the relaying replica named), and takes
+//! at most [`RELAYED_REQUESTS_RECEIVED_PER_INTERVAL_MAX`] from one replica
+//! per interval. Under
 //! [`RequestAuth::Channel`] only the client's own channel vouches for a
 //! request, so nothing is relayed and a primary the clients cannot reach
 //! is replaced by a view change instead.
@@ -180,5 +182,7 @@ pub use app::{Application, CounterApp, KvApp, KvOp};
 pub use error::Rejection;
 pub use io::{Input, Output, Peer, PersistId, PersistRecord, Time, Timer};
 pub use params::{Params, ParamsError, RequestAuth};
-pub use replica::{Replica, Stats, RELAYED_REQUESTS_PER_INTERVAL_MAX};
+pub use replica::{
+    Replica, Stats, RELAYED_REQUESTS_PER_INTERVAL_MAX, RELAYED_REQUESTS_RECEIVED_PER_INTERVAL_MAX,
+};
 pub use restore::{CommittedBatch, DurableState, RestoreError, StableState};

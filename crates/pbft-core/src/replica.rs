@@ -52,6 +52,13 @@ pub struct Stats {
 /// most (PBFT 4.1); the rest go in the next intervals.
 pub const RELAYED_REQUESTS_PER_INTERVAL_MAX: usize = 1_024;
 
+/// Relayed requests the primary takes from one replica per retransmission
+/// interval, at most: each may cost it a signature check, so a Byzantine
+/// backup must not send them at any rate. Twice what a correct backup
+/// sends, since the primary's window may overlap two of the backup's
+/// intervals.
+pub const RELAYED_REQUESTS_RECEIVED_PER_INTERVAL_MAX: usize = 2 * RELAYED_REQUESTS_PER_INTERVAL_MAX;
+
 /// The digest a pre-prepare carries for `batch`: [`Digest::ZERO`] for the
 /// empty batch of a null request (PBFT 4.4), which no normal-case
 /// pre-prepare may carry, else the batch's blake3 digest.
@@ -258,6 +265,10 @@ pub struct Replica<A> {
     relay_mark: u64,
     /// Backup: relays left in this retransmission interval.
     relay_budget: usize,
+    /// Primary: relayed requests taken from each replica since
+    /// `relays_received_since` (keys are configured replicas).
+    relays_received: BTreeMap<ReplicaId, usize>,
+    relays_received_since: Time,
     /// The highest sequence number any replica's message named (evidence
     /// that this replica is behind).
     highest_seen: SeqNo,
@@ -344,6 +355,8 @@ impl<A: Application> Replica<A> {
             relay_from: 0,
             relay_mark: 0,
             relay_budget: RELAYED_REQUESTS_PER_INTERVAL_MAX,
+            relays_received: BTreeMap::new(),
+            relays_received_since: Time(0),
             highest_seen: SeqNo(0),
             snapshots: BTreeMap::new(),
             transfer: None,
@@ -736,6 +749,18 @@ impl<A: Application> Replica<A> {
             let primary = self.primary();
             return self.reject(peer, Rejection::RelayedToBackup { primary });
         }
+        let window_end = self
+            .relays_received_since
+            .plus_us(self.params.retransmit_interval_us);
+        if self.now >= window_end {
+            self.relays_received.clear();
+            self.relays_received_since = self.now;
+        }
+        let taken = self.relays_received.entry(from).or_insert(0);
+        if *taken >= RELAYED_REQUESTS_RECEIVED_PER_INTERVAL_MAX {
+            return self.reject(peer, Rejection::Full("relayed_requests"));
+        }
+        *taken += 1;
         self.admit_request(peer, request);
     }
 

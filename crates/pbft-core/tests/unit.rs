@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 
 use pbft_core::{
     CounterApp, DurableState, Input, Output, Params, Peer, PersistId, PersistRecord, Rejection,
-    Replica, RequestAuth, RestoreError, Time, Timer,
+    Replica, RequestAuth, RestoreError, Time, Timer, RELAYED_REQUESTS_RECEIVED_PER_INTERVAL_MAX,
 };
 use pbft_crypto::{batch_digest, SecretKey, Signer};
 use pbft_types::{
@@ -2321,4 +2321,37 @@ fn relays_stop_during_a_view_change() {
         );
     }
     assert_eq!(backup.stats().requests_relayed, 0);
+}
+
+/// A Byzantine backup cannot make the primary take relayed requests at any
+/// rate (each may cost a signature check): past
+/// `RELAYED_REQUESTS_RECEIVED_PER_INTERVAL_MAX` in one retransmission
+/// interval they are refused unread; another replica's budget is its own,
+/// and the next interval starts afresh.
+#[test]
+fn relays_from_one_replica_are_bounded_per_interval() {
+    let s = setup(4);
+    let mut primary = s.replica(0);
+    let request = s.request(1);
+    let out = primary.step(T0, msg(1, Message::Request(request.clone())));
+    assert!(matches!(out[0], Output::Persist { .. }), "{out:?}");
+    for _ in 1..RELAYED_REQUESTS_RECEIVED_PER_INTERVAL_MAX {
+        assert_eq!(
+            without_timers(primary.step(T0, msg(1, Message::Request(request.clone())))),
+            rejected(1, Rejection::Duplicate)
+        );
+    }
+    assert_eq!(
+        primary.step(T0, msg(1, Message::Request(request.clone()))),
+        rejected(1, Rejection::Full("relayed_requests"))
+    );
+    assert_eq!(
+        without_timers(primary.step(T0, msg(2, Message::Request(request.clone())))),
+        rejected(2, Rejection::Duplicate)
+    );
+    // params(): a 1 ms retransmission interval.
+    assert_eq!(
+        without_timers(primary.step(T0.plus_us(1_000), msg(1, Message::Request(request)))),
+        rejected(1, Rejection::Duplicate)
+    );
 }

@@ -256,9 +256,9 @@ fn free_udp() -> Result<SocketAddr> {
     static NEXT: Mutex<Option<u16>> = Mutex::new(None);
     let (lo, hi) = (PRIVATE_UDP_PORTS.start, PRIVATE_UDP_PORTS.end);
     let span = hi - lo;
+    let offset = u16::try_from(std::process::id() % u32::from(span)).unwrap_or(0);
     let mut next = NEXT.lock().unwrap_or_else(PoisonError::into_inner);
     for _ in 0..span {
-        let offset = u16::try_from(std::process::id() % u32::from(span)).unwrap_or(0);
         let port = next.unwrap_or(lo + offset);
         *next = Some(if port + 1 >= hi { lo } else { port + 1 });
         if let Ok(socket) = UdpSocket::bind(("127.0.0.1", port)) {
