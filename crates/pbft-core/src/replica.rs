@@ -126,6 +126,10 @@ struct Parked {
 struct Pending {
     by_arrival: BTreeMap<u64, ClientRequest>,
     by_client: BTreeMap<ClientId, BTreeMap<RequestNo, u64>>,
+    /// Arrivals whose client signature this replica verified already (a
+    /// relayed request, or one kept by `drop_forged_pending`): not checked
+    /// again when batched. A subset of `by_arrival`'s keys.
+    signature_checked: BTreeSet<u64>,
     next_arrival: u64,
 }
 
@@ -153,8 +157,12 @@ impl Pending {
         self.by_client.get(&client)?.get(&no).copied()
     }
 
-    fn iter(&self) -> impl Iterator<Item = &ClientRequest> {
-        self.by_arrival.values()
+    /// Whether a held request carries a client signature not verified here.
+    fn has_unchecked_signature(&self) -> bool {
+        self.by_arrival.iter().any(|(arrival, r)| {
+            matches!(r.auth, Authenticator::Signature(_))
+                && !self.signature_checked.contains(arrival)
+        })
     }
 
     /// Requests that arrived in `from..to` (arrival indices), oldest first.
@@ -168,7 +176,9 @@ impl Pending {
         self.by_client.get(&client).map_or(0, BTreeMap::len)
     }
 
-    fn insert(&mut self, request: ClientRequest) {
+    /// Holds `request`; `signature_checked`: its client signature (if it
+    /// has one) was verified here already.
+    fn insert(&mut self, request: ClientRequest, signature_checked: bool) {
         let arrival = self.next_arrival;
         self.next_arrival += 1;
         self.by_client
@@ -176,6 +186,9 @@ impl Pending {
             .or_default()
             .insert(request.value.request_no, arrival);
         self.by_arrival.insert(arrival, request);
+        if signature_checked {
+            self.signature_checked.insert(arrival);
+        }
     }
 
     /// Removes the client's requests numbered `no` or lower.
@@ -186,6 +199,7 @@ impl Pending {
         let keep = map.split_off(&no.next());
         for arrival in map.values() {
             self.by_arrival.remove(arrival);
+            self.signature_checked.remove(arrival);
         }
         if keep.is_empty() {
             self.by_client.remove(&client);
@@ -194,20 +208,22 @@ impl Pending {
         }
     }
 
-    /// Takes up to `max` requests in arrival order.
-    fn take_front(&mut self, max: usize) -> Vec<ClientRequest> {
+    /// Takes up to `max` requests in arrival order, each with whether its
+    /// signature was checked already.
+    fn take_front(&mut self, max: usize) -> Vec<(ClientRequest, bool)> {
         let mut out = Vec::with_capacity(max.min(self.len()));
         while out.len() < max {
-            let Some((_, request)) = self.by_arrival.pop_first() else {
+            let Some((arrival, request)) = self.by_arrival.pop_first() else {
                 break;
             };
+            let checked = self.signature_checked.remove(&arrival);
             if let Some(map) = self.by_client.get_mut(&request.signer) {
                 map.remove(&request.value.request_no);
                 if map.is_empty() {
                     self.by_client.remove(&request.signer);
                 }
             }
-            out.push(request);
+            out.push((request, checked));
         }
         out
     }
@@ -860,7 +876,8 @@ impl<A: Application> Replica<A> {
         if self.pending.client_len(from) >= self.params.client_pending_requests_max {
             return self.reject(peer, Rejection::Full("client_pending_requests"));
         }
-        if relayed && matches!(request.auth, Authenticator::Signature(_)) {
+        let signed = matches!(request.auth, Authenticator::Signature(_));
+        if relayed && signed {
             // Checked last: the cheap checks above turn most copies away.
             self.stats.request_signatures_verified += 1;
             if self.request_verifier.verify(&request).is_err() {
@@ -869,7 +886,8 @@ impl<A: Application> Replica<A> {
                 return self.reject(peer, Rejection::BadRequestSignature { client, request_no });
             }
         }
-        self.pending.insert(request);
+        // A relayed request's signature is not checked again in its batch.
+        self.pending.insert(request, relayed && signed);
         if self.is_primary() {
             if self.batch_deadline.is_none() {
                 self.batch_deadline = Some(self.now.plus_us(self.params.batch_delay_us_max));
@@ -913,10 +931,10 @@ impl<A: Application> Replica<A> {
 
     /// The primary's check of requests: not stale, and (with client
     /// signatures) verified in one batch.
-    fn authentic_requests(&mut self, candidates: Vec<ClientRequest>) -> Vec<ClientRequest> {
-        let fresh: Vec<ClientRequest> = candidates
+    fn authentic_requests(&mut self, candidates: Vec<(ClientRequest, bool)>) -> Vec<ClientRequest> {
+        let fresh: Vec<(ClientRequest, bool)> = candidates
             .into_iter()
-            .filter(|r| {
+            .filter(|(r, _)| {
                 let last = self
                     .replies
                     .get(&r.signer)
@@ -926,7 +944,7 @@ impl<A: Application> Replica<A> {
             })
             .collect();
         if self.params.request_auth == RequestAuth::Channel || fresh.is_empty() {
-            return fresh;
+            return fresh.into_iter().map(|(r, _)| r).collect();
         }
         self.verified_client_requests(fresh)
     }
@@ -934,21 +952,28 @@ impl<A: Application> Replica<A> {
     /// Client signatures checked in one ed25519 batch: the authentic
     /// requests in their order; each forged one is rejected with
     /// [`Rejection::BadRequestSignature`]. Requests with MACs were checked
-    /// when they arrived (`on_client_request`) and pass unchanged.
-    fn verified_client_requests(&mut self, requests: Vec<ClientRequest>) -> Vec<ClientRequest> {
+    /// when they arrived (`on_client_request`), and requests marked `true`
+    /// had their signature checked here before; both pass unchanged.
+    fn verified_client_requests(
+        &mut self,
+        requests: Vec<(ClientRequest, bool)>,
+    ) -> Vec<ClientRequest> {
+        let unchecked = |r: &ClientRequest, checked: bool| {
+            !checked && matches!(r.auth, Authenticator::Signature(_))
+        };
         let signed: Vec<&ClientRequest> = requests
             .iter()
-            .filter(|r| matches!(r.auth, Authenticator::Signature(_)))
+            .filter(|(r, checked)| unchecked(r, *checked))
+            .map(|(r, _)| r)
             .collect();
         if signed.is_empty() {
-            return requests;
+            return requests.into_iter().map(|(r, _)| r).collect();
         }
         self.stats.request_signatures_verified += signed.len() as u64;
         let mut verdicts = self.request_verifier.verify_many(signed).into_iter();
         let mut out = Vec::with_capacity(requests.len());
-        for r in requests {
-            let forged = matches!(r.auth, Authenticator::Signature(_))
-                && verdicts.next().is_some_and(|v| v.is_err());
+        for (r, checked) in requests {
+            let forged = unchecked(&r, checked) && verdicts.next().is_some_and(|v| v.is_err());
             if forged {
                 let (client, request_no) = (r.signer, r.value.request_no);
                 self.reject(
@@ -2170,16 +2195,15 @@ impl<A: Application> Replica<A> {
     /// an authentic request is still pending. With
     /// [`RequestAuth::Channel`] the channel authenticated them already.
     fn drop_forged_pending(&mut self) -> bool {
-        let unchecked = self
-            .pending
-            .iter()
-            .any(|r| matches!(r.auth, Authenticator::Signature(_)));
+        let unchecked = self.pending.has_unchecked_signature();
         if self.params.request_auth == RequestAuth::Channel || !unchecked {
             return !self.pending.is_empty();
         }
         let all = self.pending.take_front(self.pending.len());
         for request in self.verified_client_requests(all) {
-            self.pending.insert(request);
+            // Authentic: the next timeout does not verify it again.
+            let signed = matches!(request.auth, Authenticator::Signature(_));
+            self.pending.insert(request, signed);
         }
         !self.pending.is_empty()
     }

@@ -179,7 +179,10 @@ impl<A: Application> Replica<A> {
         {
             return;
         }
-        self.pending.insert(r.clone());
+        // Marked unchecked: this replica need not have verified its
+        // signature (a backup matches a batch's requests with those it
+        // holds, `verify_requests`).
+        self.pending.insert(r.clone(), false);
     }
 
     /// Batches kept for re-proposals are bounded by the log window: those at
