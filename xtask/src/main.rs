@@ -33,6 +33,8 @@ Commands:
                 [--payloads 64,1024] [--in-flight 1,32: requests outstanding per client]
                 [--fanout all|primary] [--worker-threads N] [--window SECS]
                 [--durability MODE] [--dev]
+                [--rate 24000,50%: open-loop points at offered rates, req/s or % of the
+                 series' closed-loop peak] [--open-clients N] [--no-closed-loop]
   image         build the pbft-node container image (FROM scratch, no base image pulled)
   help          this text
 ";

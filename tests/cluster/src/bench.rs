@@ -1,11 +1,12 @@
 //! `cargo xtask bench`: closed-loop clients against a 4-replica loopback
-//! cluster, sweeping batch size, request size and number of clients;
-//! prints a table, writes a CSV and a throughput-latency plot (SVG).
+//! cluster, sweeping batch size, request size and number of clients, and
+//! open-loop points at fixed offered rates (BENCH.md: where latency turns
+//! up); prints a table, writes a CSV and a throughput-latency plot (SVG).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pbft_client::Client;
@@ -57,7 +58,54 @@ pub struct BenchOptions {
     pub keys_per_loop: u64,
     /// How the binaries were built (for the table).
     pub build: String,
+    /// Open-loop points measured after the closed-loop ones, for each
+    /// series (auth, batch, payload).
+    pub rates: Vec<Rate>,
+    /// Clients that share an open-loop rate, each with up to
+    /// [`pbft_client::REQUESTS_IN_FLIGHT_MAX`] requests outstanding.
+    pub open_clients: usize,
+    /// Skip the closed-loop points (then every rate must be absolute).
+    pub closed_loop: bool,
 }
+
+/// An open-loop offered load.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Rate {
+    /// Requests per second, across the open-loop clients.
+    PerSecond(f64),
+    /// This percentage of the highest closed-loop throughput measured in
+    /// the same series (same auth, batch and payload) in this run.
+    PercentOfPeak(f64),
+}
+
+impl std::str::FromStr for Rate {
+    type Err = String;
+
+    /// `24000` (requests/s) or `50%` (of the series' closed-loop peak).
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let bad = || {
+            format!("rate `{s}`: expected requests/s (`24000`) or a percentage of the peak (`50%`)")
+        };
+        let (number, percent) = match s.strip_suffix('%') {
+            Some(n) => (n, true),
+            None => (s, false),
+        };
+        let v: f64 = number.trim().parse().map_err(|_| bad())?;
+        if !v.is_finite() || v <= 0.0 || (percent && v > 1000.0) {
+            return Err(bad());
+        }
+        Ok(if percent {
+            Self::PercentOfPeak(v)
+        } else {
+            Self::PerSecond(v)
+        })
+    }
+}
+
+/// Requests an open-loop client may have outstanding beyond which the
+/// generator drops what falls due (and counts it as an error): an offered
+/// rate above capacity must not grow the generator's memory without bound.
+pub const OPEN_LOOP_PENDING_PER_CLIENT_MAX: usize = 4096;
 
 /// Where the bench's clients send requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,8 +150,11 @@ pub struct Point {
     pub payload: usize,
     /// Clients.
     pub clients: usize,
-    /// Requests each client keeps outstanding.
+    /// Requests each client keeps outstanding (closed loop), or may have
+    /// outstanding (open loop).
     pub in_flight: usize,
+    /// Open loop: the offered rate, requests/s (none: closed loop).
+    pub offered_rps: Option<f64>,
     /// Completed requests per second.
     pub throughput: f64,
     /// Latency p50, ms.
@@ -142,18 +193,20 @@ impl Point {
 }
 
 /// The CSV header.
-pub const CSV_HEADER: &str = "auth,batch,payload_bytes,clients,in_flight,throughput_rps,p50_ms,p99_ms,errors,loadgen_cpu_pct,nodes_cpu_pct,loadgen_share_pct";
+pub const CSV_HEADER: &str = "auth,batch,payload_bytes,clients,in_flight,offered_rps,throughput_rps,p50_ms,p99_ms,errors,loadgen_cpu_pct,nodes_cpu_pct,loadgen_share_pct";
 
 /// One CSV line.
 #[must_use]
 pub fn csv_line(p: &Point) -> String {
     format!(
-        "{},{},{},{},{},{:.1},{:.3},{:.3},{},{:.1},{:.1},{:.1}",
+        "{},{},{},{},{},{},{:.1},{:.3},{:.3},{},{:.1},{:.1},{:.1}",
         p.auth_name(),
         p.batch,
         p.payload,
         p.clients,
         p.in_flight,
+        p.offered_rps
+            .map_or_else(String::new, |r| format!("{r:.0}")),
         p.throughput,
         p.p50_ms,
         p.p99_ms,
@@ -166,12 +219,13 @@ pub fn csv_line(p: &Point) -> String {
 
 fn table_line(p: &Point) -> String {
     format!(
-        "{:>10} {:>6} {:>8} {:>8} {:>9} {:>11.0} {:>9.2} {:>9.2} {:>7} {:>9.0}% {:>9.0}% {:>7.1}%",
+        "{:>10} {:>6} {:>8} {:>8} {:>9} {:>9} {:>11.0} {:>9.2} {:>9.2} {:>7} {:>9.0}% {:>9.0}% {:>7.1}%",
         p.auth_name(),
         p.batch,
         p.payload,
         p.clients,
         p.in_flight,
+        p.offered_rps.map_or_else(|| "closed".to_owned(), |r| format!("{r:.0}")),
         p.throughput,
         p.p50_ms,
         p.p99_ms,
@@ -184,12 +238,13 @@ fn table_line(p: &Point) -> String {
 
 fn table_header() -> String {
     format!(
-        "{:>10} {:>6} {:>8} {:>8} {:>9} {:>11} {:>9} {:>9} {:>7} {:>10} {:>10} {:>8}",
+        "{:>10} {:>6} {:>8} {:>8} {:>9} {:>9} {:>11} {:>9} {:>9} {:>7} {:>10} {:>10} {:>8}",
         "auth",
         "batch",
         "payload",
         "clients",
         "in-flight",
+        "offered",
         "req/s",
         "p50 ms",
         "p99 ms",
@@ -206,7 +261,38 @@ fn table_header() -> String {
 /// When a cluster cannot start or the files cannot be written.
 pub async fn bench(opts: &BenchOptions) -> Result<Vec<Point>> {
     std::fs::create_dir_all(&opts.out_dir)?;
-    let max_clients = opts.clients.iter().copied().max().unwrap_or(1);
+    if !opts.closed_loop
+        && opts
+            .rates
+            .iter()
+            .any(|r| matches!(r, Rate::PercentOfPeak(_)))
+    {
+        return Err(err(
+            "a rate in percent of the peak needs the closed-loop points (drop --no-closed-loop)",
+        ));
+    }
+    let closed_clients = if opts.closed_loop {
+        opts.clients.iter().copied().max().unwrap_or(1)
+    } else {
+        0
+    };
+    let open_clients = if opts.rates.is_empty() {
+        0
+    } else {
+        opts.open_clients.max(1)
+    };
+    let max_clients = closed_clients.max(open_clients).max(1);
+    let in_flight_max =
+        opts.in_flight
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(1)
+            .max(if open_clients > 0 {
+                pbft_client::REQUESTS_IN_FLIGHT_MAX
+            } else {
+                1
+            });
     let tps = ticks_per_second() as f64;
     println!(
         "bench: {} replicas on loopback, {} build, durability {}, {} worker thread(s) per replica, pipeline {}, closed-loop clients sending to {}, {} keys per loop; warm-up {:.0} s, window {:.0} s per point",
@@ -263,7 +349,7 @@ pub async fn bench(opts: &BenchOptions) -> Result<Vec<Point>> {
             let mut config = cluster.client_config(j)?;
             config.request_timeout_ms = 10_000;
             config.send_to_all_replicas = opts.fanout.to_all(macs);
-            config.requests_in_flight_max = opts.in_flight.iter().copied().max().unwrap_or(1);
+            config.requests_in_flight_max = in_flight_max;
             let c = Client::connect(config)
                 .await
                 .map_err(|e| err(format!("client {j}: {e}")))?;
@@ -278,20 +364,45 @@ pub async fn bench(opts: &BenchOptions) -> Result<Vec<Point>> {
             }
         }
         for &payload in &opts.payloads {
-            for &in_flight in &opts.in_flight {
-                for &n_clients in &opts.clients {
-                    let point = measure(
-                        &cluster,
-                        &clients[..n_clients],
-                        in_flight,
-                        (macs, batch, payload),
-                        opts,
-                        tps,
-                    )
-                    .await;
-                    println!("{}", table_line(&point));
-                    points.push(point);
+            let mut peak: f64 = 0.0;
+            if opts.closed_loop {
+                for &in_flight in &opts.in_flight {
+                    for &n_clients in &opts.clients {
+                        let point = measure(
+                            &cluster,
+                            &clients[..n_clients],
+                            in_flight,
+                            (macs, batch, payload),
+                            opts,
+                            tps,
+                        )
+                        .await;
+                        println!("{}", table_line(&point));
+                        peak = peak.max(point.throughput);
+                        points.push(point);
+                    }
                 }
+            }
+            for &rate in &opts.rates {
+                let rps = match rate {
+                    Rate::PerSecond(r) => r,
+                    Rate::PercentOfPeak(pct) => peak * pct / 100.0,
+                };
+                if rps < 1.0 {
+                    println!("bench: skipping {rate:?}: the closed-loop peak was {peak:.0} req/s");
+                    continue;
+                }
+                let point = measure_open(
+                    &cluster,
+                    &clients[..open_clients],
+                    rps,
+                    (macs, batch, payload),
+                    opts,
+                    tps,
+                )
+                .await;
+                println!("{}", table_line(&point));
+                points.push(point);
             }
         }
         cluster.poll();
@@ -398,10 +509,7 @@ async fn measure(
         }
     }
     lat.sort_unstable();
-    let pct = |p: usize| {
-        lat.get((lat.len() * p / 100).min(lat.len().saturating_sub(1)))
-            .map_or(0.0, |v| f64::from(*v) / 1000.0)
-    };
+    let pct = |p: usize| percentile_ms(&lat, p);
     let cpu = |ticks: u64| 100.0 * ticks as f64 / tps / secs.max(1e-9);
     Point {
         macs,
@@ -409,10 +517,175 @@ async fn measure(
         payload,
         clients: clients.len(),
         in_flight,
+        offered_rps: None,
         throughput: lat.len() as f64 / secs.max(1e-9),
         p50_ms: pct(50),
         p99_ms: pct(99),
         errors,
+        loadgen_cpu: cpu(self1.saturating_sub(self0)),
+        nodes_cpu: cpu(nodes1.saturating_sub(nodes0)),
+    }
+}
+
+/// Latency percentiles, ms, of sorted microsecond samples.
+fn percentile_ms(sorted_us: &[u32], pct: usize) -> f64 {
+    sorted_us
+        .get((sorted_us.len() * pct / 100).min(sorted_us.len().saturating_sub(1)))
+        .map_or(0.0, |v| f64::from(*v) / 1000.0)
+}
+
+/// What an open-loop point collects.
+#[derive(Default)]
+struct OpenLoopTally {
+    /// Latencies, us, of requests issued in the window.
+    lat_us: Mutex<Vec<u32>>,
+    /// Requests issued in the window that failed, or fell due while the
+    /// client had [`OPEN_LOOP_PENDING_PER_CLIENT_MAX`] outstanding.
+    errors: AtomicU64,
+    /// How late the generator issued requests issued in the window, us.
+    lag_us: Mutex<Vec<u32>>,
+}
+
+/// One open-loop point: the clients together issue `rps` requests per
+/// second at fixed intervals, whether or not earlier ones have completed,
+/// for the warm-up and the window. Latency runs from the moment a request
+/// is handed to the client library (the generator wakes on tokio's
+/// millisecond timer and then issues every request that has fallen due, so
+/// arrivals come in small bursts); a request issued in the window counts
+/// toward throughput when it completes, even after the window (waited for
+/// up to the client's request timeout).
+async fn measure_open(
+    cluster: &Cluster,
+    clients: &[Arc<Client>],
+    rps: f64,
+    (macs, batch, payload): (bool, usize, usize),
+    opts: &BenchOptions,
+    tps: f64,
+) -> Point {
+    let stop = Arc::new(AtomicBool::new(false));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(OpenLoopTally::default());
+    let keys_per_loop = opts.keys_per_loop.max(1);
+    let n_clients = clients.len().max(1);
+    // Each client issues rps / n_clients; their schedules are staggered.
+    let period = Duration::from_secs_f64(n_clients as f64 / rps);
+    let start = Instant::now();
+    let generators: Vec<_> = clients
+        .iter()
+        .enumerate()
+        .map(|(c, client)| {
+            let (stop, measuring, tally, client) = (
+                stop.clone(),
+                measuring.clone(),
+                tally.clone(),
+                client.clone(),
+            );
+            let first = start + period.mul_f64(c as f64 / n_clients as f64);
+            tokio::spawn(async move {
+                let pending = Arc::new(AtomicUsize::new(0));
+                let mut tasks = tokio::task::JoinSet::new();
+                let mut k: u32 = 0;
+                let mut key = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    tokio::time::sleep_until((first + period * k).into()).await;
+                    let now = Instant::now();
+                    while first + period * k <= now {
+                        let due = first + period * k;
+                        k = k.saturating_add(1);
+                        let counted = measuring.load(Ordering::Relaxed);
+                        if pending.load(Ordering::Relaxed) >= OPEN_LOOP_PENDING_PER_CLIENT_MAX {
+                            if counted {
+                                tally.errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                            continue;
+                        }
+                        if counted {
+                            let lag = u32::try_from(now.duration_since(due).as_micros())
+                                .unwrap_or(u32::MAX);
+                            tally
+                                .lag_us
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .push(lag);
+                        }
+                        let op = KvOp::Put {
+                            key: format!("o/{c}/{}", key % keys_per_loop).into_bytes(),
+                            value: vec![b'v'; payload],
+                        }
+                        .encode();
+                        key += 1;
+                        pending.fetch_add(1, Ordering::Relaxed);
+                        let (client, tally, pending) =
+                            (client.clone(), tally.clone(), pending.clone());
+                        tasks.spawn(async move {
+                            let t = Instant::now();
+                            let r = client.submit(op).await;
+                            pending.fetch_sub(1, Ordering::Relaxed);
+                            if counted {
+                                match r {
+                                    Ok(_) => tally
+                                        .lat_us
+                                        .lock()
+                                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                        .push(
+                                            u32::try_from(t.elapsed().as_micros())
+                                                .unwrap_or(u32::MAX),
+                                        ),
+                                    Err(_) => {
+                                        tally.errors.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                }
+                            }
+                        });
+                    }
+                    // Reap finished requests so the set stays small.
+                    while tasks.try_join_next().is_some() {}
+                }
+                while tasks.join_next().await.is_some() {}
+            })
+        })
+        .collect();
+    tokio::time::sleep(opts.warmup).await;
+    let pids: Vec<u32> = cluster.procs().filter_map(|p| p.pid()).collect();
+    let me = std::process::id();
+    let node_ticks = |pids: &[u32]| pids.iter().filter_map(|p| cpu_ticks(*p)).sum::<u64>();
+    let (self0, nodes0) = (cpu_ticks(me).unwrap_or(0), node_ticks(&pids));
+    let t0 = Instant::now();
+    measuring.store(true, Ordering::Relaxed);
+    tokio::time::sleep(opts.window).await;
+    measuring.store(false, Ordering::Relaxed);
+    let secs = t0.elapsed().as_secs_f64();
+    let (self1, nodes1) = (cpu_ticks(me).unwrap_or(0), node_ticks(&pids));
+    stop.store(true, Ordering::Relaxed);
+    for g in generators {
+        let _ = g.await;
+    }
+    let take = |m: &Mutex<Vec<u32>>| {
+        let mut v =
+            std::mem::take(&mut *m.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        v.sort_unstable();
+        v
+    };
+    let lat = take(&tally.lat_us);
+    let lag = take(&tally.lag_us);
+    let lag_p99 = percentile_ms(&lag, 99);
+    if lag_p99 > 2.0 {
+        println!(
+            "bench: warning: the load generator issued requests up to {lag_p99:.1} ms late (p99) at {rps:.0} req/s: it is short of CPU, so the offered rate is not what was asked"
+        );
+    }
+    let cpu = |ticks: u64| 100.0 * ticks as f64 / tps / secs.max(1e-9);
+    Point {
+        macs,
+        batch,
+        payload,
+        clients: clients.len(),
+        in_flight: pbft_client::REQUESTS_IN_FLIGHT_MAX,
+        offered_rps: Some(rps),
+        throughput: lat.len() as f64 / secs.max(1e-9),
+        p50_ms: percentile_ms(&lat, 50),
+        p99_ms: percentile_ms(&lat, 99),
+        errors: tally.errors.load(Ordering::Relaxed),
         loadgen_cpu: cpu(self1.saturating_sub(self0)),
         nodes_cpu: cpu(nodes1.saturating_sub(nodes0)),
     }
@@ -446,13 +719,23 @@ pub fn plot(points: &[Point], path: &std::path::Path, build: &str) -> Result<()>
         .y_desc("p50 latency (ms)")
         .draw()
         .map_err(|x| e(&x))?;
-    let mut series: Vec<(bool, usize, usize, usize)> = points
+    // One line per series; open-loop points (offered rate) apart from the
+    // closed-loop ones of the same in-flight count.
+    let mut series: Vec<(bool, usize, usize, usize, bool)> = points
         .iter()
-        .map(|p| (p.macs, p.batch, p.payload, p.in_flight))
+        .map(|p| {
+            (
+                p.macs,
+                p.batch,
+                p.payload,
+                p.in_flight,
+                p.offered_rps.is_some(),
+            )
+        })
         .collect();
     series.sort_unstable();
     series.dedup();
-    for (i, (macs, batch, payload, in_flight)) in series.into_iter().enumerate() {
+    for (i, (macs, batch, payload, in_flight, open)) in series.into_iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         let mut pts: Vec<&Point> = points
             .iter()
@@ -461,15 +744,26 @@ pub fn plot(points: &[Point], path: &std::path::Path, build: &str) -> Result<()>
                     && p.batch == batch
                     && p.payload == payload
                     && p.in_flight == in_flight
+                    && p.offered_rps.is_some() == open
             })
             .collect();
-        pts.sort_by_key(|p| p.clients);
+        pts.sort_by(|a, b| {
+            a.offered_rps
+                .unwrap_or(0.0)
+                .total_cmp(&b.offered_rps.unwrap_or(0.0))
+                .then(a.clients.cmp(&b.clients))
+        });
         let xy: Vec<(f64, f64)> = pts.iter().map(|p| (p.throughput, p.p50_ms)).collect();
+        let load = if open {
+            "open loop".to_owned()
+        } else {
+            format!("{in_flight} in flight")
+        };
         chart
             .draw_series(LineSeries::new(xy.clone(), color.stroke_width(2)))
             .map_err(|x| e(&x))?
             .label(format!(
-                "{}, batch {batch}, {payload} B, {in_flight} in flight",
+                "{}, batch {batch}, {payload} B, {load}",
                 if macs { "MACs" } else { "signatures" }
             ))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
@@ -500,6 +794,7 @@ mod tests {
             payload: 64,
             clients,
             in_flight: 1,
+            offered_rps: None,
             throughput,
             p50_ms: 1.5,
             p99_ms: 4.0,
@@ -515,7 +810,16 @@ mod tests {
         assert!((p.loadgen_share() - 10.0).abs() < 1e-9);
         assert_eq!(
             csv_line(&p),
-            "macs,16,64,4,1,1234.5,1.500,4.000,0,20.0,180.0,10.0"
+            "macs,16,64,4,1,,1234.5,1.500,4.000,0,20.0,180.0,10.0"
+        );
+        let open = Point {
+            offered_rps: Some(1500.0),
+            in_flight: 64,
+            ..point(16, 1490.0)
+        };
+        assert_eq!(
+            csv_line(&open),
+            "macs,16,64,16,64,1500,1490.0,1.500,4.000,0,20.0,180.0,10.0"
         );
         assert_eq!(
             CSV_HEADER.split(',').count(),
@@ -523,9 +827,37 @@ mod tests {
         );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("plot.svg");
-        plot(&[point(1, 500.0), p, point(16, 3000.0)], &path, "test").unwrap();
+        plot(
+            &[point(1, 500.0), p, point(16, 3000.0), open],
+            &path,
+            "test",
+        )
+        .unwrap();
         let svg = std::fs::read_to_string(&path).unwrap();
         assert!(svg.starts_with("<svg"), "{}", &svg[..100.min(svg.len())]);
         assert!(svg.contains("batch 16, 64 B, 1 in flight"));
+        assert!(svg.contains("batch 16, 64 B, open loop"));
+    }
+
+    #[test]
+    fn rates_parse() {
+        assert_eq!("24000".parse::<Rate>(), Ok(Rate::PerSecond(24000.0)));
+        assert_eq!("50%".parse::<Rate>(), Ok(Rate::PercentOfPeak(50.0)));
+        assert_eq!(
+            " 12.5 %".trim().parse::<Rate>(),
+            Ok(Rate::PercentOfPeak(12.5))
+        );
+        for bad in ["", "%", "-5", "0", "0%", "abc", "5000%", "NaN", "inf"] {
+            assert!(bad.parse::<Rate>().is_err(), "{bad} parsed");
+        }
+    }
+
+    #[test]
+    fn percentiles() {
+        assert!((percentile_ms(&[], 50) - 0.0).abs() < 1e-12);
+        let v: Vec<u32> = (1..=100).map(|i| i * 1000).collect();
+        assert!((percentile_ms(&v, 50) - 51.0).abs() < 1e-12);
+        assert!((percentile_ms(&v, 99) - 100.0).abs() < 1e-12);
+        assert!((percentile_ms(&[7000], 99) - 7.0).abs() < 1e-12);
     }
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
-use pbft_cluster::bench::{bench, BenchOptions, Fanout};
+use pbft_cluster::bench::{bench, BenchOptions, Fanout, Rate};
 use pbft_cluster::cluster::{Protocol, Runtime};
 use pbft_cluster::demo::{demo, DemoOptions};
 use pbft_cluster::report::{table, Verdict};
@@ -154,6 +154,18 @@ struct BenchArgs {
     /// How the binaries were built (shown in the table and plot).
     #[arg(long, default_value = "release")]
     build: String,
+    /// Open-loop points, after the closed-loop ones of each series:
+    /// offered rates, each requests/s (`24000`) or a percentage of the
+    /// series' closed-loop peak in this run (`50%`); comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    rate: Vec<Rate>,
+    /// Clients that share each open-loop rate (each may have 64 requests
+    /// outstanding).
+    #[arg(long, default_value_t = 16)]
+    open_clients: usize,
+    /// Only the open-loop points (`--rate` must then be absolute).
+    #[arg(long)]
+    no_closed_loop: bool,
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -264,6 +276,9 @@ fn main() -> ExitCode {
                     }
                 },
                 build: args.build,
+                rates: args.rate,
+                open_clients: args.open_clients,
+                closed_loop: !args.no_closed_loop,
             };
             match rt.block_on(bench(&opts)) {
                 Ok(_) => ExitCode::SUCCESS,
