@@ -295,7 +295,7 @@ pub async fn bench(opts: &BenchOptions) -> Result<Vec<Point>> {
             });
     let tps = ticks_per_second() as f64;
     println!(
-        "bench: {} replicas on loopback, {} build, durability {}, {} worker thread(s) per replica, pipeline {}, closed-loop clients sending to {}, {} keys per loop; warm-up {:.0} s, window {:.0} s per point",
+        "bench: {} replicas on loopback, {} build, durability {}, {} worker thread(s) per replica, pipeline {}, clients sending to {}, {} keys per loop; warm-up {:.0} s, window {:.0} s per point",
         opts.replicas,
         opts.build,
         opts.durability.as_deref().unwrap_or("sync-every-write (default)"),
@@ -489,17 +489,9 @@ async fn measure(
             })
         })
         .collect();
-    tokio::time::sleep(opts.warmup).await;
-    let pids: Vec<u32> = cluster.procs().filter_map(|p| p.pid()).collect();
-    let me = std::process::id();
-    let node_ticks = |pids: &[u32]| pids.iter().filter_map(|p| cpu_ticks(*p)).sum::<u64>();
-    let (self0, nodes0) = (cpu_ticks(me).unwrap_or(0), node_ticks(&pids));
-    let t0 = Instant::now();
-    measuring.store(true, Ordering::Relaxed);
-    tokio::time::sleep(opts.window).await;
+    let window = measure_window(cluster, opts, &measuring, tps).await;
     stop.store(true, Ordering::Relaxed);
-    let secs = t0.elapsed().as_secs_f64();
-    let (self1, nodes1) = (cpu_ticks(me).unwrap_or(0), node_ticks(&pids));
+    let secs = window.secs;
     let mut lat = Vec::new();
     let mut errors = 0;
     for t in tasks {
@@ -510,7 +502,6 @@ async fn measure(
     }
     lat.sort_unstable();
     let pct = |p: usize| percentile_ms(&lat, p);
-    let cpu = |ticks: u64| 100.0 * ticks as f64 / tps / secs.max(1e-9);
     Point {
         macs,
         batch,
@@ -522,6 +513,42 @@ async fn measure(
         p50_ms: pct(50),
         p99_ms: pct(99),
         errors,
+        loadgen_cpu: window.loadgen_cpu,
+        nodes_cpu: window.nodes_cpu,
+    }
+}
+
+/// The measured window of a point and the CPU used in it.
+struct Window {
+    secs: f64,
+    /// % of one core.
+    loadgen_cpu: f64,
+    /// All replicas, % of one core.
+    nodes_cpu: f64,
+}
+
+/// Waits out the warm-up, then sets `measuring` for the window and reads
+/// the CPU ticks of the load generator and the replicas around it.
+async fn measure_window(
+    cluster: &Cluster,
+    opts: &BenchOptions,
+    measuring: &AtomicBool,
+    tps: f64,
+) -> Window {
+    tokio::time::sleep(opts.warmup).await;
+    let pids: Vec<u32> = cluster.procs().filter_map(|p| p.pid()).collect();
+    let me = std::process::id();
+    let node_ticks = |pids: &[u32]| pids.iter().filter_map(|p| cpu_ticks(*p)).sum::<u64>();
+    let (self0, nodes0) = (cpu_ticks(me).unwrap_or(0), node_ticks(&pids));
+    let t0 = Instant::now();
+    measuring.store(true, Ordering::Relaxed);
+    tokio::time::sleep(opts.window).await;
+    measuring.store(false, Ordering::Relaxed);
+    let secs = t0.elapsed().as_secs_f64();
+    let (self1, nodes1) = (cpu_ticks(me).unwrap_or(0), node_ticks(&pids));
+    let cpu = |ticks: u64| 100.0 * ticks as f64 / tps / secs.max(1e-9);
+    Window {
+        secs,
         loadgen_cpu: cpu(self1.saturating_sub(self0)),
         nodes_cpu: cpu(nodes1.saturating_sub(nodes0)),
     }
@@ -645,18 +672,9 @@ async fn measure_open(
             })
         })
         .collect();
-    tokio::time::sleep(opts.warmup).await;
-    let pids: Vec<u32> = cluster.procs().filter_map(|p| p.pid()).collect();
-    let me = std::process::id();
-    let node_ticks = |pids: &[u32]| pids.iter().filter_map(|p| cpu_ticks(*p)).sum::<u64>();
-    let (self0, nodes0) = (cpu_ticks(me).unwrap_or(0), node_ticks(&pids));
-    let t0 = Instant::now();
-    measuring.store(true, Ordering::Relaxed);
-    tokio::time::sleep(opts.window).await;
-    measuring.store(false, Ordering::Relaxed);
-    let secs = t0.elapsed().as_secs_f64();
-    let (self1, nodes1) = (cpu_ticks(me).unwrap_or(0), node_ticks(&pids));
+    let window = measure_window(cluster, opts, &measuring, tps).await;
     stop.store(true, Ordering::Relaxed);
+    let secs = window.secs;
     for g in generators {
         let _ = g.await;
     }
@@ -674,7 +692,6 @@ async fn measure_open(
             "bench: warning: the load generator issued requests up to {lag_p99:.1} ms late (p99) at {rps:.0} req/s: it is short of CPU, so the offered rate is not what was asked"
         );
     }
-    let cpu = |ticks: u64| 100.0 * ticks as f64 / tps / secs.max(1e-9);
     Point {
         macs,
         batch,
@@ -686,8 +703,8 @@ async fn measure_open(
         p50_ms: percentile_ms(&lat, 50),
         p99_ms: percentile_ms(&lat, 99),
         errors: tally.errors.load(Ordering::Relaxed),
-        loadgen_cpu: cpu(self1.saturating_sub(self0)),
-        nodes_cpu: cpu(nodes1.saturating_sub(nodes0)),
+        loadgen_cpu: window.loadgen_cpu,
+        nodes_cpu: window.nodes_cpu,
     }
 }
 
