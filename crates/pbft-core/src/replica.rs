@@ -124,12 +124,11 @@ struct Parked {
 /// arrival order, bounded in total and per client.
 #[derive(Debug, Default)]
 struct Pending {
-    by_arrival: BTreeMap<u64, ClientRequest>,
+    /// Each request with whether this replica verified its client
+    /// signature already (a relayed request, or one kept by
+    /// `drop_forged_pending`): such a request is not checked again.
+    by_arrival: BTreeMap<u64, (ClientRequest, bool)>,
     by_client: BTreeMap<ClientId, BTreeMap<RequestNo, u64>>,
-    /// Arrivals whose client signature this replica verified already (a
-    /// relayed request, or one kept by `drop_forged_pending`): not checked
-    /// again when batched. A subset of `by_arrival`'s keys.
-    signature_checked: BTreeSet<u64>,
     next_arrival: u64,
 }
 
@@ -150,7 +149,7 @@ impl Pending {
 
     fn get(&self, client: ClientId, no: RequestNo) -> Option<&ClientRequest> {
         let arrival = self.by_client.get(&client)?.get(&no)?;
-        self.by_arrival.get(arrival)
+        self.by_arrival.get(arrival).map(|(request, _)| request)
     }
 
     fn arrival(&self, client: ClientId, no: RequestNo) -> Option<u64> {
@@ -159,17 +158,16 @@ impl Pending {
 
     /// Whether a held request carries a client signature not verified here.
     fn has_unchecked_signature(&self) -> bool {
-        self.by_arrival.iter().any(|(arrival, r)| {
-            matches!(r.auth, Authenticator::Signature(_))
-                && !self.signature_checked.contains(arrival)
-        })
+        self.by_arrival
+            .values()
+            .any(|(r, checked)| !checked && matches!(r.auth, Authenticator::Signature(_)))
     }
 
     /// Requests that arrived in `from..to` (arrival indices), oldest first.
     fn arrived_in(&self, from: u64, to: u64) -> impl Iterator<Item = (u64, &ClientRequest)> {
         self.by_arrival
             .range(from..to.max(from))
-            .map(|(arrival, request)| (*arrival, request))
+            .map(|(arrival, (request, _))| (*arrival, request))
     }
 
     fn client_len(&self, client: ClientId) -> usize {
@@ -185,10 +183,8 @@ impl Pending {
             .entry(request.signer)
             .or_default()
             .insert(request.value.request_no, arrival);
-        self.by_arrival.insert(arrival, request);
-        if signature_checked {
-            self.signature_checked.insert(arrival);
-        }
+        self.by_arrival
+            .insert(arrival, (request, signature_checked));
     }
 
     /// Removes the client's requests numbered `no` or lower.
@@ -199,7 +195,6 @@ impl Pending {
         let keep = map.split_off(&no.next());
         for arrival in map.values() {
             self.by_arrival.remove(arrival);
-            self.signature_checked.remove(arrival);
         }
         if keep.is_empty() {
             self.by_client.remove(&client);
@@ -213,10 +208,9 @@ impl Pending {
     fn take_front(&mut self, max: usize) -> Vec<(ClientRequest, bool)> {
         let mut out = Vec::with_capacity(max.min(self.len()));
         while out.len() < max {
-            let Some((arrival, request)) = self.by_arrival.pop_first() else {
+            let Some((_, (request, checked))) = self.by_arrival.pop_first() else {
                 break;
             };
-            let checked = self.signature_checked.remove(&arrival);
             if let Some(map) = self.by_client.get_mut(&request.signer) {
                 map.remove(&request.value.request_no);
                 if map.is_empty() {
