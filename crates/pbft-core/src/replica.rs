@@ -76,15 +76,27 @@ struct Slot {
     /// The accepted pre-prepare (PBFT 4.2), with its batch.
     pre_prepare: Option<Verified<PrePrepare>>,
     batch: Option<Batch>,
-    /// Prepares by replica (first one wins; a second, different one is a
-    /// conflicting vote). Only those matching the pre-prepare count.
+    /// Prepares by replica whose signatures are checked: this replica's
+    /// own, and those a prepared certificate needed (`check_prepares`).
+    /// Only those matching the pre-prepare count.
     prepares: BTreeMap<ReplicaId, Verified<Prepare>>,
+    /// Prepares as received, signatures not checked yet (PROTOCOL 19): the
+    /// authenticated channel vouches for the sender, so they count toward
+    /// vouching for a parked batch, and their signatures are checked, in
+    /// one batch and only as many as needed, when the slot would become
+    /// prepared. A replica's vote is in one of the two maps at most (first
+    /// one wins; a second, different one is a conflicting vote).
+    prepares_unchecked: BTreeMap<ReplicaId, Signed<Prepare>>,
     /// Commits by replica, as received: the authenticated channel vouches
     /// for the sender (PBFT 4.2, PROTOCOL 18), so their signatures are
     /// checked only when they leave as a certificate (`commit_proof`).
     commits: BTreeMap<ReplicaId, Signed<Commit>>,
     /// This replica signed its prepare (or, as primary, proposed).
     prepare_signed: bool,
+    /// This backup's own prepare is being persisted; once durable it
+    /// counts toward `2f` without a signature check, so `check_prepares`
+    /// waits for it.
+    own_prepare_persisting: bool,
     /// Primary: its own pre-prepare is durable and may be (re)sent.
     pre_prepare_durable: bool,
     /// This replica signed its commit.
@@ -1359,10 +1371,17 @@ impl<A: Application> Replica<A> {
             return;
         };
         let pp = p.pre_prepare.value();
+        // Counted on the channel's word: `f + 1` distinct replicas include
+        // a correct one (the signatures matter only in a certificate).
+        let primary = self.config.primary(pp.view);
         let vouchers = self.log.get(&seq).map_or(0, |slot| {
             self.matching_prepares(slot, pp)
                 .filter(|v| v.signer() != self.id)
                 .count()
+                + Self::matching_unchecked(slot, pp, primary)
+                    .iter()
+                    .filter(|id| **id != self.id)
+                    .count()
         });
         if vouchers > self.config.f() {
             if let Some(p) = self.parked.remove(&seq) {
@@ -1413,6 +1432,7 @@ impl<A: Application> Replica<A> {
         slot.pre_prepare = Some(pp);
         slot.batch = Some(batch);
         slot.prepare_signed = true;
+        slot.own_prepare_persisting = true;
         self.persist(records, vec![AfterPersist::Prepare(prepare)]);
         self.advance(seq);
     }
@@ -1443,15 +1463,29 @@ impl<A: Application> Replica<A> {
         let Message::Prepare(signed) = message else {
             return;
         };
+        // A vote whose signature was checked already: the same again is a
+        // duplicate, another one a conflicting vote.
+        let checked = self
+            .log
+            .get(&seq)
+            .and_then(|slot| slot.prepares.get(&from))
+            .map(|existing| *existing.value() == signed.value);
+        if let Some(same) = checked {
+            let reason = if same {
+                Rejection::Duplicate
+            } else {
+                Rejection::ConflictingVote { replica: from, seq }
+            };
+            return self.reject(peer, reason);
+        }
+        // Counted on the channel's word; the signature is checked when a
+        // prepared certificate needs it (`check_prepares`, PROTOCOL 19).
         self.record_vote(
             from,
             seq,
             signed,
-            |slot| &mut slot.prepares,
-            |r, p| {
-                r.stats.signatures_verified += 1;
-                r.keyring.verify(p).ok()
-            },
+            |slot| &mut slot.prepares_unchecked,
+            |_, p| Some(p),
         );
         if self.parked.contains_key(&seq) {
             self.accept_if_vouched(seq);
@@ -1486,9 +1520,8 @@ impl<A: Application> Replica<A> {
 
     /// PBFT 4.2: what accepting a prepare and a commit share. A vote counts
     /// once per replica: the same vote again is a duplicate, a different
-    /// one at the same sequence number a conflicting vote; `admit` checks
-    /// the signature where the vote may later travel as proof (a prepare,
-    /// PROTOCOL 18-19) and refuses a bad one, then the slot may advance.
+    /// one at the same sequence number a conflicting vote; `admit` may
+    /// refuse a vote (`None`: a bad signature), then the slot may advance.
     fn record_vote<T, V: AsRef<T>>(
         &mut self,
         from: ReplicaId,
@@ -1531,6 +1564,80 @@ impl<A: Application> Replica<A> {
         })
     }
 
+    /// The replicas whose unchecked prepares match `pp`, in id order.
+    fn matching_unchecked(slot: &Slot, pp: &PrePrepare, primary: ReplicaId) -> Vec<ReplicaId> {
+        slot.prepares_unchecked
+            .values()
+            .filter(|p| {
+                p.signer != primary && p.value.view == pp.view && p.value.digest == pp.digest
+            })
+            .map(|p| p.signer)
+            .collect()
+    }
+
+    /// PBFT 4.2 with PROTOCOL 19: prepares count on the authenticated
+    /// channel's word, but a prepared certificate holds only prepares whose
+    /// signatures this replica checked, because the certificate may leave
+    /// as proof in a VIEW-CHANGE (PBFT 4.4) and a correct replica sends only
+    /// certificates that verify. So once the checked and unchecked matching
+    /// prepares reach `2f`, just the missing number of unchecked ones is
+    /// checked, in one batch; a bad one is refused (`BadSignature`) and the
+    /// slot waits for another. A backup whose own prepare is on its way to
+    /// disk waits for it (it counts without a check), so prepares beyond
+    /// the `2f` needed are never checked: two checks per batch fewer at each
+    /// replica for `n = 4`.
+    fn check_prepares(&mut self, seq: SeqNo) {
+        // Each round either fills the quorum or refuses at least one vote.
+        for _ in 0..=self.config.n() {
+            let Some(slot) = self.log.get(&seq) else {
+                return;
+            };
+            let Some(pp) = slot.pre_prepare.as_ref() else {
+                return;
+            };
+            let pp = pp.value();
+            let primary = self.config.primary(pp.view);
+            let missing = self
+                .prepare_quorum()
+                .saturating_sub(self.matching_prepares(slot, pp).count());
+            if missing == 0 || slot.own_prepare_persisting {
+                return;
+            }
+            let candidates = Self::matching_unchecked(slot, pp, primary);
+            if candidates.len() < missing {
+                return;
+            }
+            let Some(slot) = self.log.get_mut(&seq) else {
+                return;
+            };
+            let votes: Vec<Signed<Prepare>> = candidates
+                .iter()
+                .take(missing)
+                .filter_map(|id| slot.prepares_unchecked.remove(id))
+                .collect();
+            self.stats.signatures_verified += votes.len() as u64;
+            let signers: Vec<ReplicaId> = votes.iter().map(|v| v.signer).collect();
+            let verdicts = self.keyring.verify_batch(votes);
+            let mut refused = Vec::new();
+            for (signer, verdict) in signers.into_iter().zip(verdicts) {
+                match verdict {
+                    Ok(p) => {
+                        if let Some(slot) = self.log.get_mut(&seq) {
+                            slot.prepares.insert(signer, p);
+                        }
+                    }
+                    Err(_) => refused.push(signer),
+                }
+            }
+            if refused.is_empty() {
+                return;
+            }
+            for signer in refused {
+                self.reject(Peer::Replica(signer), Rejection::BadSignature);
+            }
+        }
+    }
+
     /// PBFT 4.2 `prepared(m, v, n, i)`: the pre-prepare and `2f` matching
     /// prepares from distinct backups. In the normal case the batch came
     /// with the pre-prepare; a re-proposal of a NEW-VIEW may prepare by
@@ -1569,6 +1676,12 @@ impl<A: Application> Replica<A> {
         if slot.committed {
             return;
         }
+        if !self.is_prepared(slot) {
+            self.check_prepares(seq);
+        }
+        let Some(slot) = self.log.get(&seq) else {
+            return;
+        };
         if !slot.commit_signed && self.is_prepared(slot) {
             let Some(pp) = slot.pre_prepare.as_ref() else {
                 return;
@@ -1623,6 +1736,15 @@ impl<A: Application> Replica<A> {
                 }
                 AfterPersist::Prepare(p) => {
                     let seq = p.value().seq;
+                    if let Some(slot) = self.log.get_mut(&seq) {
+                        if slot
+                            .pre_prepare
+                            .as_ref()
+                            .is_some_and(|pp| pp.value().view == p.value().view)
+                        {
+                            slot.own_prepare_persisting = false;
+                        }
+                    }
                     if p.value().view != self.view || !self.view_active {
                         continue;
                     }

@@ -617,6 +617,7 @@ impl<A: Application> Replica<A> {
                 pre_prepare: Some(pp),
                 batch,
                 prepare_signed: true,
+                own_prepare_persisting: !is_primary,
                 ..Slot::default()
             };
             if !is_primary {
