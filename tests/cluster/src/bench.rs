@@ -50,6 +50,8 @@ pub struct BenchOptions {
     pub in_flight: Vec<usize>,
     /// `pipeline_batches_max` (none: the node's default).
     pub pipeline_batches: Option<u64>,
+    /// `batch_delay_us_max` (none: the node's default).
+    pub batch_delay_us: Option<u64>,
     /// `K` (none: the node's default); the log window is `2K`.
     pub checkpoint_interval_seqs: Option<u64>,
     /// Distinct keys each closed loop writes, round robin: the replicated
@@ -295,13 +297,15 @@ pub async fn bench(opts: &BenchOptions) -> Result<Vec<Point>> {
             });
     let tps = ticks_per_second() as f64;
     println!(
-        "bench: {} replicas on loopback, {} build, durability {}, {} worker thread(s) per replica, pipeline {}, clients sending to {}, {} keys per loop; warm-up {:.0} s, window {:.0} s per point",
+        "bench: {} replicas on loopback, {} build, durability {}, {} worker thread(s) per replica, pipeline {}, batch delay {} us, clients sending to {}, {} keys per loop; warm-up {:.0} s, window {:.0} s per point",
         opts.replicas,
         opts.build,
         opts.durability.as_deref().unwrap_or("sync-every-write (default)"),
         opts.worker_threads.map_or_else(|| "1 (default)".to_owned(), |n| n.to_string()),
         opts.pipeline_batches
             .unwrap_or(Protocol::node_defaults().pipeline_batches_max),
+        opts.batch_delay_us
+            .unwrap_or(Protocol::node_defaults().batch_delay_us_max),
         opts.fanout.describe(),
         opts.keys_per_loop,
         opts.warmup.as_secs_f64(),
@@ -333,6 +337,9 @@ pub async fn bench(opts: &BenchOptions) -> Result<Vec<Point>> {
                 pipeline_batches_max: opts
                     .pipeline_batches
                     .unwrap_or(Protocol::node_defaults().pipeline_batches_max),
+                batch_delay_us_max: opts
+                    .batch_delay_us
+                    .unwrap_or(Protocol::node_defaults().batch_delay_us_max),
                 ..Protocol::node_defaults()
             },
             durability: opts.durability.clone(),

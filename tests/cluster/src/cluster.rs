@@ -46,7 +46,7 @@ impl Protocol {
         Self {
             checkpoint_interval_seqs: 128,
             log_window_seqs: 256,
-            pipeline_batches_max: 8,
+            pipeline_batches_max: 1,
             batch_requests_max: 256,
             batch_delay_us_max: 1_000,
             view_change_timeout_ms: 1_000,

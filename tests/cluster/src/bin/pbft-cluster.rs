@@ -128,9 +128,13 @@ struct BenchArgs {
     #[arg(long, default_value = "auto")]
     fanout: String,
     /// Batches the primary keeps in flight (`pipeline_batches_max`; default:
-    /// the node's, 8).
+    /// the node's, 1).
     #[arg(long)]
     pipeline: Option<u64>,
+    /// How long the primary holds a partial batch open, microseconds
+    /// (`batch_delay_us_max`; default: the node's, 1000).
+    #[arg(long)]
+    batch_delay_us: Option<u64>,
     /// Request authentication, each a series: `signatures`, `macs`.
     #[arg(long, value_delimiter = ',', default_value = "signatures,macs")]
     auth: Vec<String>,
@@ -265,6 +269,7 @@ fn main() -> ExitCode {
                 in_flight: args.in_flight,
                 checkpoint_interval_seqs: args.checkpoint_interval,
                 pipeline_batches: args.pipeline,
+                batch_delay_us: args.batch_delay_us,
                 keys_per_loop: args.keys_per_loop,
                 fanout: match args.fanout.as_str() {
                     "all" => Fanout::All,
