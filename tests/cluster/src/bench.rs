@@ -296,16 +296,19 @@ pub async fn bench(opts: &BenchOptions) -> Result<Vec<Point>> {
                 1
             });
     let tps = ticks_per_second() as f64;
+    let defaults = Protocol::node_defaults();
+    let pipeline_batches_max = opts
+        .pipeline_batches
+        .unwrap_or(defaults.pipeline_batches_max);
+    let batch_delay_us_max = opts.batch_delay_us.unwrap_or(defaults.batch_delay_us_max);
     println!(
         "bench: {} replicas on loopback, {} build, durability {}, {} worker thread(s) per replica, pipeline {}, batch delay {} us, clients sending to {}, {} keys per loop; warm-up {:.0} s, window {:.0} s per point",
         opts.replicas,
         opts.build,
         opts.durability.as_deref().unwrap_or("sync-every-write (default)"),
         opts.worker_threads.map_or_else(|| "1 (default)".to_owned(), |n| n.to_string()),
-        opts.pipeline_batches
-            .unwrap_or(Protocol::node_defaults().pipeline_batches_max),
-        opts.batch_delay_us
-            .unwrap_or(Protocol::node_defaults().batch_delay_us_max),
+        pipeline_batches_max,
+        batch_delay_us_max,
         opts.fanout.describe(),
         opts.keys_per_loop,
         opts.warmup.as_secs_f64(),
@@ -315,7 +318,7 @@ pub async fn bench(opts: &BenchOptions) -> Result<Vec<Point>> {
     let mut points = Vec::new();
     let k = opts
         .checkpoint_interval_seqs
-        .unwrap_or(Protocol::node_defaults().checkpoint_interval_seqs);
+        .unwrap_or(defaults.checkpoint_interval_seqs);
     for (&macs, &batch) in opts
         .macs
         .iter()
@@ -334,13 +337,9 @@ pub async fn bench(opts: &BenchOptions) -> Result<Vec<Point>> {
                 checkpoint_interval_seqs: k,
                 log_window_seqs: 2 * k,
                 macs,
-                pipeline_batches_max: opts
-                    .pipeline_batches
-                    .unwrap_or(Protocol::node_defaults().pipeline_batches_max),
-                batch_delay_us_max: opts
-                    .batch_delay_us
-                    .unwrap_or(Protocol::node_defaults().batch_delay_us_max),
-                ..Protocol::node_defaults()
+                pipeline_batches_max,
+                batch_delay_us_max,
+                ..defaults.clone()
             },
             durability: opts.durability.clone(),
             worker_threads: opts.worker_threads,
