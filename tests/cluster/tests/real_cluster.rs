@@ -86,3 +86,49 @@ async fn the_negative_control_is_caught() {
         report.violations
     );
 }
+
+/// The harness's copy of the node's `[protocol]` defaults (which the bench
+/// and the scenarios start from) is what `pbft-node testnet` writes: a
+/// change of a node default must change both.
+#[test]
+fn node_defaults_match_what_pbft_node_testnet_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(node_bin())
+        .args(["testnet", "--replicas", "4", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pbft-node testnet: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(dir.path().join("replica-0/node.toml")).unwrap();
+    let table: toml::Table = text.parse().unwrap();
+    let written = table["protocol"].as_table().unwrap();
+    let int = |key: &str| {
+        u64::try_from(
+            written[key]
+                .as_integer()
+                .unwrap_or_else(|| panic!("{key}: not an integer")),
+        )
+        .unwrap()
+    };
+    let ours = Protocol::node_defaults();
+    let pairs = [
+        ("checkpoint_interval_seqs", ours.checkpoint_interval_seqs),
+        ("log_window_seqs", ours.log_window_seqs),
+        ("pipeline_batches_max", ours.pipeline_batches_max),
+        ("batch_requests_max", ours.batch_requests_max),
+        ("batch_delay_us_max", ours.batch_delay_us_max),
+        ("view_change_timeout_ms", ours.view_change_timeout_ms),
+    ];
+    for (key, expected) in pairs {
+        assert_eq!(int(key), expected, "[protocol] {key}");
+    }
+    assert_eq!(
+        written["request_auth"].as_str(),
+        Some(if ours.macs { "macs" } else { "signatures" }),
+        "[protocol] request_auth"
+    );
+}
