@@ -4,7 +4,7 @@
 use std::fs;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,7 @@ use pbft_types::{
 use crate::metrics::{rss_kib, scrape, Metrics};
 use crate::proxy::{FaultProxy, Source};
 use crate::rng::Rng;
+use crate::supervise::Supervised;
 use crate::{err, Result};
 
 /// Protocol parameters written into every node file (`[protocol]`).
@@ -156,7 +157,7 @@ pub struct NodeProc {
     pub listen: SocketAddr,
     /// Its metrics endpoint.
     pub metrics: SocketAddr,
-    child: Option<Child>,
+    child: Option<Supervised>,
     paused: bool,
     /// Exits the harness did not cause (crashes, panics), described.
     pub unexpected_exits: Vec<String>,
@@ -546,7 +547,7 @@ impl Cluster {
             .map_err(|e| err(e.to_string()))
     }
 
-    fn spawn(&self, node: &NodeProc) -> Result<Child> {
+    fn spawn(&self, node: &NodeProc) -> Result<Supervised> {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -587,8 +588,9 @@ impl Cluster {
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
+            .stderr(log);
+        // A process group of its own: see the `supervise` module.
+        Supervised::spawn_in_own_group(&mut command)
             .map_err(|e| err(format!("starting {}: {e}", self.opts.node_bin.display())))
     }
 
@@ -600,7 +602,7 @@ impl Cluster {
         image: &str,
         name: &str,
         log: fs::File,
-    ) -> Result<Child> {
+    ) -> Result<Supervised> {
         // A container left by an earlier start of this replica.
         let _ = docker(&["rm", "--force", name]);
         let net = self.net.canonicalize()?;
@@ -638,6 +640,7 @@ impl Cluster {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
+            .map(|child| Supervised::container(child, name))
             .map_err(|e| err(format!("starting docker: {e}")))
     }
 

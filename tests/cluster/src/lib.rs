@@ -18,6 +18,8 @@
 //!   [`runner`]: runs one scenario and checks it; [`report`] formats the
 //!   verdicts.
 //! - [`demo`] and [`bench`]: the demo and the benchmark sweep.
+//! - [`supervise`]: each replica process in a process group of its own,
+//!   and all of them killed when the harness is interrupted.
 
 pub mod bench;
 pub mod cluster;
@@ -29,6 +31,7 @@ pub mod report;
 pub mod rng;
 pub mod runner;
 pub mod scenario;
+pub mod supervise;
 pub mod workload;
 
 /// An error of the harness itself (not a verdict): setup, I/O, a node that

@@ -201,6 +201,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Replicas run in process groups of their own: an interrupt of the
+    // harness kills them (see pbft_cluster::supervise).
+    rt.spawn(pbft_cluster::supervise::watch_interrupts());
     match cli.command {
         Command::ClusterTest(args) => rt.block_on(cluster_test(args)),
         Command::Demo {
