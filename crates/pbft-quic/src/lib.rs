@@ -43,7 +43,8 @@
 //! - **Counters** via the `metrics` facade (names in the `stats` module
 //!   source: `pbft_quic_frames_rejected_total{reason}`,
 //!   `pbft_quic_send_queue_drops_total{lane}`, gauge
-//!   `pbft_quic_peers_connected`, ...) and [`StatsSnapshot`].
+//!   `pbft_quic_peers_connected`, `pbft_quic_udp_receive_buffer_bytes`, ...)
+//!   and [`StatsSnapshot`].
 //!
 //! # Example
 //!
@@ -110,7 +111,10 @@ pub mod tls;
 pub use client::{ClientEndpoint, ClientEndpointConfig};
 pub use error::QuicError;
 pub use frame::{Lane, FRAME_HEADER_BYTES};
-pub use limits::{Limits, UDP_PAYLOAD_BYTES_MAX, UDP_PAYLOAD_BYTES_MIN};
+pub use limits::{
+    Limits, UDP_PAYLOAD_BYTES_MAX, UDP_PAYLOAD_BYTES_MIN, UDP_SOCKET_BUFFER_BYTES_MAX,
+    UDP_SOCKET_BUFFER_BYTES_MIN,
+};
 pub use mesh::{Mesh, MeshConfig};
 pub use node::Receiver;
 pub use stats::StatsSnapshot;

@@ -59,6 +59,14 @@ pub struct Limits {
     /// segmentation offload already hands the kernel many packets per system
     /// call) and grows the receive buffer (see above) in proportion.
     pub udp_payload_bytes_max: u16,
+    /// The kernel buffer asked for the endpoint's UDP socket, for receiving
+    /// (`SO_RCVBUF`) and for sending (`SO_SNDBUF`). Datagrams that arrive
+    /// while the receive buffer is full are dropped by the kernel (the
+    /// `drops` column of `/proc/net/udp`) and QUIC must resend them. The
+    /// Linux default (`net.core.rmem_default`, 208 KiB) overflowed at a
+    /// primary taking ~90k requests/s on loopback; Linux caps the value at
+    /// `net.core.rmem_max` / `wmem_max` (the endpoint logs what it got).
+    pub udp_socket_buffer_bytes: usize,
 }
 
 /// QUIC's smallest allowed maximum UDP payload (RFC 9000 section 14).
@@ -85,6 +93,7 @@ impl Default for Limits {
             reconnect_backoff_max: Duration::from_secs(2),
             incoming_handshakes_max: 256,
             udp_payload_bytes_max: 1452,
+            udp_socket_buffer_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -144,6 +153,82 @@ impl Limits {
                 &format!("must be in {UDP_PAYLOAD_BYTES_MIN}..={UDP_PAYLOAD_BYTES_MAX}"),
             );
         }
+        if !(UDP_SOCKET_BUFFER_BYTES_MIN..=UDP_SOCKET_BUFFER_BYTES_MAX)
+            .contains(&self.udp_socket_buffer_bytes)
+        {
+            return bad(
+                "udp_socket_buffer_bytes",
+                &format!(
+                    "must be in {UDP_SOCKET_BUFFER_BYTES_MIN}..={UDP_SOCKET_BUFFER_BYTES_MAX}"
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The smallest UDP socket buffer accepted: a few datagrams of the largest
+/// size.
+pub const UDP_SOCKET_BUFFER_BYTES_MIN: usize = 64 * 1024;
+/// The largest UDP socket buffer accepted (the kernel takes an `int`, and
+/// doubles what it grants).
+pub const UDP_SOCKET_BUFFER_BYTES_MAX: usize = 1024 * 1024 * 1024;
+
+/// Asks the kernel for `limits.udp_socket_buffer_bytes` of receive and send
+/// buffer on `socket`, and reports the receive buffer granted (gauge
+/// `pbft_quic_udp_receive_buffer_bytes`; a log line when the kernel's cap,
+/// `net.core.rmem_max`, kept it below what was asked). Failing to set it is
+/// not fatal: the socket keeps the system default.
+pub(crate) fn size_socket_buffers(socket: &std::net::UdpSocket, limits: &Limits) {
+    let asked = limits.udp_socket_buffer_bytes;
+    let sock = socket2::SockRef::from(socket);
+    if let Err(e) = sock.set_recv_buffer_size(asked) {
+        tracing::warn!(asked, error = %e, "cannot size the UDP receive buffer; keeping the default");
+    }
+    if let Err(e) = sock.set_send_buffer_size(asked) {
+        tracing::warn!(asked, error = %e, "cannot size the UDP send buffer; keeping the default");
+    }
+    if let Ok(granted) = sock.recv_buffer_size() {
+        metrics::gauge!("pbft_quic_udp_receive_buffer_bytes").set(granted as f64);
+        // Linux reports twice what it granted (its bookkeeping share).
+        if granted < asked {
+            tracing::info!(
+                asked,
+                granted,
+                "the kernel granted a smaller UDP receive buffer than asked; raise \
+                 net.core.rmem_max to avoid drops under load"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel's cap on a socket's receive buffer, as set by the system.
+    #[cfg(target_os = "linux")]
+    fn rmem_max() -> usize {
+        std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_socket_gets_the_receive_buffer_asked_up_to_the_kernel_cap() -> std::io::Result<()> {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        let before = socket2::SockRef::from(&socket).recv_buffer_size()?;
+        let limits = Limits {
+            udp_socket_buffer_bytes: 2 * 1024 * 1024,
+            ..Limits::default()
+        };
+        size_socket_buffers(&socket, &limits);
+        let after = socket2::SockRef::from(&socket).recv_buffer_size()?;
+        // Linux grants min(asked, rmem_max) and reports twice that.
+        let expected = 2 * limits.udp_socket_buffer_bytes.min(rmem_max());
+        assert_eq!(after, expected, "before {before}, rmem_max {}", rmem_max());
         Ok(())
     }
 }

@@ -16,6 +16,7 @@ use pbft_crypto::{Principal, SecretKey, TlsIdentity};
 use pbft_quic::tls::Alpn;
 use pbft_quic::{
     CloseCode, Lane, Mesh, MeshConfig, QuicError, UDP_PAYLOAD_BYTES_MAX, UDP_PAYLOAD_BYTES_MIN,
+    UDP_SOCKET_BUFFER_BYTES_MAX, UDP_SOCKET_BUFFER_BYTES_MIN,
 };
 use pbft_types::{ClientId, ReplicaId};
 
@@ -480,6 +481,18 @@ async fn invalid_limits_and_unknown_ids_are_refused() {
         start_with(&|l| l.send_queue_bytes_max = 10),
         Err(QuicError::InvalidLimit { .. })
     ));
+    for bad_buffer in [
+        UDP_SOCKET_BUFFER_BYTES_MIN - 1,
+        UDP_SOCKET_BUFFER_BYTES_MAX + 1,
+    ] {
+        assert!(matches!(
+            start_with(&|l| l.udp_socket_buffer_bytes = bad_buffer),
+            Err(QuicError::InvalidLimit {
+                name: "udp_socket_buffer_bytes",
+                ..
+            })
+        ));
+    }
     for bad_udp in [UDP_PAYLOAD_BYTES_MIN - 1, UDP_PAYLOAD_BYTES_MAX + 1] {
         assert!(matches!(
             start_with(&|l| l.udp_payload_bytes_max = bad_udp),
