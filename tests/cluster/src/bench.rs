@@ -721,12 +721,19 @@ async fn measure_open(
 /// When the file cannot be written.
 pub fn plot(points: &[Point], path: &std::path::Path, build: &str) -> Result<()> {
     use plotters::prelude::*;
-    let xmax = points.iter().map(|p| p.throughput).fold(1.0, f64::max) * 1.1;
-    let ymax = points.iter().map(|p| p.p50_ms).fold(0.1, f64::max) * 1.1;
-    let root = SVGBackend::new(path, (960, 600)).into_drawing_area();
     let e = |e: &dyn std::fmt::Display| err(format!("plot: {e}"));
+    let series = plot_series(points);
+    let xmax = points.iter().map(|p| p.throughput).fold(1.0, f64::max) * 1.1;
+    // Latency spans two or three decades across a sweep (1 ms alone, 100 ms
+    // and more past saturation): a log axis keeps the low points apart.
+    let latencies = points.iter().map(|p| p.p50_ms).filter(|v| *v > 0.0);
+    let ymin = latencies.clone().fold(f64::INFINITY, f64::min);
+    let ymin = if ymin.is_finite() { ymin * 0.8 } else { 0.1 };
+    let ymax = latencies.fold(ymin * 10.0, f64::max) * 1.25;
+    let root = SVGBackend::new(path, (1280, 660)).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(&x))?;
-    let mut chart = ChartBuilder::on(&root)
+    let (left, right) = root.split_horizontally(900);
+    let mut chart = ChartBuilder::on(&left)
         .caption(
             format!("pbft: throughput vs p50 latency, 4 replicas on loopback ({build})"),
             ("sans-serif", 20),
@@ -734,17 +741,60 @@ pub fn plot(points: &[Point], path: &std::path::Path, build: &str) -> Result<()>
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(60)
-        .build_cartesian_2d(0f64..xmax, 0f64..ymax)
+        .build_cartesian_2d(0f64..xmax, (ymin..ymax).log_scale())
         .map_err(|x| e(&x))?;
     chart
         .configure_mesh()
         .x_desc("throughput (requests/s)")
-        .y_desc("p50 latency (ms)")
+        .y_desc("p50 latency (ms, log scale)")
+        .y_label_formatter(&|v| format!("{v:.1}"))
         .draw()
         .map_err(|x| e(&x))?;
-    // One line per series; open-loop points (offered rate) apart from the
-    // closed-loop ones of the same in-flight count.
-    let mut series: Vec<(bool, usize, usize, usize, bool)> = points
+    for (i, s) in series.iter().enumerate() {
+        let (color, marker) = plot_style(i);
+        chart
+            .draw_series(LineSeries::new(s.xy.clone(), color.stroke_width(2)))
+            .map_err(|x| e(&x))?;
+        for &at in &s.xy {
+            draw_marker(chart.plotting_area(), marker, at, color)?;
+        }
+    }
+    // The legend beside the chart, one row per series, so that it never
+    // hides a point.
+    let row_px = 18;
+    for (i, s) in series.iter().enumerate() {
+        let (color, marker) = plot_style(i);
+        let y = 60 + i32::try_from(i).unwrap_or(i32::MAX / 32) * row_px;
+        right
+            .draw(&PathElement::new(
+                vec![(5, y), (35, y)],
+                color.stroke_width(2),
+            ))
+            .map_err(|x| e(&x))?;
+        draw_marker(&right, marker, (20, y), color)?;
+        right
+            .draw(&Text::new(
+                s.label.clone(),
+                (42, y - 6),
+                ("sans-serif", 13).into_font(),
+            ))
+            .map_err(|x| e(&x))?;
+    }
+    root.present().map_err(|x| e(&x))?;
+    Ok(())
+}
+
+/// One line of the plot: its legend label and its points in load order.
+struct PlotSeries {
+    label: String,
+    xy: Vec<(f64, f64)>,
+}
+
+/// One series per (auth, batch, payload, in-flight) with the closed-loop
+/// points in order of clients, and the open-loop points of the same
+/// series apart, in order of offered rate.
+fn plot_series(points: &[Point]) -> Vec<PlotSeries> {
+    let mut keys: Vec<(bool, usize, usize, usize, bool)> = points
         .iter()
         .map(|p| {
             (
@@ -756,53 +806,90 @@ pub fn plot(points: &[Point], path: &std::path::Path, build: &str) -> Result<()>
             )
         })
         .collect();
-    series.sort_unstable();
-    series.dedup();
-    for (i, (macs, batch, payload, in_flight, open)) in series.into_iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        let mut pts: Vec<&Point> = points
-            .iter()
-            .filter(|p| {
-                p.macs == macs
-                    && p.batch == batch
-                    && p.payload == payload
-                    && p.in_flight == in_flight
-                    && p.offered_rps.is_some() == open
-            })
-            .collect();
-        pts.sort_by(|a, b| {
-            a.offered_rps
-                .unwrap_or(0.0)
-                .total_cmp(&b.offered_rps.unwrap_or(0.0))
-                .then(a.clients.cmp(&b.clients))
-        });
-        let xy: Vec<(f64, f64)> = pts.iter().map(|p| (p.throughput, p.p50_ms)).collect();
-        let load = if open {
-            "open loop".to_owned()
-        } else {
-            format!("{in_flight} in flight")
-        };
-        chart
-            .draw_series(LineSeries::new(xy.clone(), color.stroke_width(2)))
-            .map_err(|x| e(&x))?
-            .label(format!(
-                "{}, batch {batch}, {payload} B, {load}",
-                if macs { "MACs" } else { "signatures" }
-            ))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-        chart
-            .draw_series(xy.into_iter().map(|p| Circle::new(p, 3, color.filled())))
-            .map_err(|x| e(&x))?;
+    keys.sort_unstable();
+    keys.dedup();
+    keys.into_iter()
+        .map(|(macs, batch, payload, in_flight, open)| {
+            let mut pts: Vec<&Point> = points
+                .iter()
+                .filter(|p| {
+                    p.macs == macs
+                        && p.batch == batch
+                        && p.payload == payload
+                        && p.in_flight == in_flight
+                        && p.offered_rps.is_some() == open
+                })
+                .collect();
+            pts.sort_by(|a, b| {
+                a.offered_rps
+                    .unwrap_or(0.0)
+                    .total_cmp(&b.offered_rps.unwrap_or(0.0))
+                    .then(a.clients.cmp(&b.clients))
+            });
+            let load = if open {
+                "open loop".to_owned()
+            } else {
+                format!("{in_flight} in flight")
+            };
+            PlotSeries {
+                label: format!(
+                    "{}, batch {batch}, {payload} B, {load}",
+                    if macs { "MACs" } else { "signatures" }
+                ),
+                xy: pts
+                    .iter()
+                    .map(|p| (p.throughput, p.p50_ms.max(1e-3)))
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+/// Strong colours that stay apart on white (Tableau 10).
+const PLOT_COLORS: [(u8, u8, u8); 10] = [
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
+];
+
+/// Series `i`'s colour and marker: ten colours, then the next marker shape.
+fn plot_style(i: usize) -> (plotters::style::RGBColor, usize) {
+    let (r, g, b) = PLOT_COLORS[i % PLOT_COLORS.len()];
+    (
+        plotters::style::RGBColor(r, g, b),
+        i / PLOT_COLORS.len() % 4,
+    )
+}
+
+/// Draws a point marker, a circle, triangle, cross or square, on `area`
+/// (the chart's plotting area, or the legend beside it).
+fn draw_marker<DB, CT>(
+    area: &plotters::drawing::DrawingArea<DB, CT>,
+    shape: usize,
+    at: CT::From,
+    color: plotters::style::RGBColor,
+) -> Result<()>
+where
+    DB: plotters::prelude::DrawingBackend,
+    CT: plotters::coord::CoordTranslate,
+    CT::From: Clone,
+{
+    use plotters::prelude::*;
+    let style = color.filled();
+    match shape {
+        0 => area.draw(&Circle::new(at, 4, style)),
+        1 => area.draw(&TriangleMarker::new(at, 5, style)),
+        2 => area.draw(&Cross::new(at, 4, color.stroke_width(2))),
+        _ => area.draw(&(EmptyElement::at(at) + Rectangle::new([(-3, -3), (3, 3)], style))),
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()
-        .map_err(|x| e(&x))?;
-    root.present().map_err(|x| e(&x))?;
-    Ok(())
+    .map_err(|x| err(format!("plot: {x}")))
 }
 
 #[cfg(test)]
