@@ -82,7 +82,7 @@ impl ClientEndpoint {
             stats.clone(),
         )?;
         let socket = UdpSocket::bind(config.bind)?;
-        crate::limits::size_socket_buffers(&socket, &config.limits);
+        let _granted = crate::limits::size_socket_buffers(&socket, &config.limits);
         let endpoint = {
             let _guard = runtime.enter();
             quinn::Endpoint::new(

@@ -175,11 +175,11 @@ pub const UDP_SOCKET_BUFFER_BYTES_MIN: usize = 64 * 1024;
 pub const UDP_SOCKET_BUFFER_BYTES_MAX: usize = 1024 * 1024 * 1024;
 
 /// Asks the kernel for `limits.udp_socket_buffer_bytes` of receive and send
-/// buffer on `socket`, and reports the receive buffer granted (gauge
-/// `pbft_quic_udp_receive_buffer_bytes`; a log line when the kernel's cap,
-/// `net.core.rmem_max`, kept it below what was asked). Failing to set it is
-/// not fatal: the socket keeps the system default.
-pub(crate) fn size_socket_buffers(socket: &std::net::UdpSocket, limits: &Limits) {
+/// buffer on `socket`, and returns the receive buffer granted, also as the
+/// gauge `pbft_quic_udp_receive_buffer_bytes` (with a log line when the
+/// kernel's cap, `net.core.rmem_max`, kept it below what was asked).
+/// Failing to set it is not fatal: the socket keeps the system default.
+pub(crate) fn size_socket_buffers(socket: &std::net::UdpSocket, limits: &Limits) -> Option<usize> {
     let asked = limits.udp_socket_buffer_bytes;
     let sock = socket2::SockRef::from(socket);
     if let Err(e) = sock.set_recv_buffer_size(asked) {
@@ -188,17 +188,27 @@ pub(crate) fn size_socket_buffers(socket: &std::net::UdpSocket, limits: &Limits)
     if let Err(e) = sock.set_send_buffer_size(asked) {
         tracing::warn!(asked, error = %e, "cannot size the UDP send buffer; keeping the default");
     }
-    if let Ok(granted) = sock.recv_buffer_size() {
-        metrics::gauge!("pbft_quic_udp_receive_buffer_bytes").set(granted as f64);
-        // Linux reports twice what it granted (its bookkeeping share).
-        if granted < asked {
-            tracing::info!(
-                asked,
-                granted,
-                "the kernel granted a smaller UDP receive buffer than asked; raise \
-                 net.core.rmem_max to avoid drops under load"
-            );
-        }
+    let granted = granted_from_reported(sock.recv_buffer_size().ok()?);
+    metrics::gauge!("pbft_quic_udp_receive_buffer_bytes").set(granted as f64);
+    if granted < asked {
+        tracing::info!(
+            asked,
+            granted,
+            "the kernel granted a smaller UDP receive buffer than asked; raise \
+             net.core.rmem_max to avoid drops under load"
+        );
+    }
+    Some(granted)
+}
+
+/// The buffer size granted, from what `getsockopt(SO_RCVBUF)` reports:
+/// Linux reports twice the size it granted (the doubled part is its
+/// bookkeeping share), other systems the size itself.
+fn granted_from_reported(reported: usize) -> usize {
+    if cfg!(target_os = "linux") {
+        reported / 2
+    } else {
+        reported
     }
 }
 
@@ -219,16 +229,27 @@ mod tests {
     #[test]
     fn the_socket_gets_the_receive_buffer_asked_up_to_the_kernel_cap() -> std::io::Result<()> {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
-        let before = socket2::SockRef::from(&socket).recv_buffer_size()?;
         let limits = Limits {
             udp_socket_buffer_bytes: 2 * 1024 * 1024,
             ..Limits::default()
         };
-        size_socket_buffers(&socket, &limits);
-        let after = socket2::SockRef::from(&socket).recv_buffer_size()?;
+        let granted = size_socket_buffers(&socket, &limits);
         // Linux grants min(asked, rmem_max) and reports twice that.
-        let expected = 2 * limits.udp_socket_buffer_bytes.min(rmem_max());
-        assert_eq!(after, expected, "before {before}, rmem_max {}", rmem_max());
+        let expected = limits.udp_socket_buffer_bytes.min(rmem_max());
+        assert_eq!(granted, Some(expected), "rmem_max {}", rmem_max());
+        let reported = socket2::SockRef::from(&socket).recv_buffer_size()?;
+        assert_eq!(reported, 2 * expected);
+        // Asked above the cap: the cap is what is granted (and logged).
+        let capped = Limits {
+            udp_socket_buffer_bytes: (2 * rmem_max())
+                .clamp(UDP_SOCKET_BUFFER_BYTES_MIN, UDP_SOCKET_BUFFER_BYTES_MAX),
+            ..Limits::default()
+        };
+        let granted = size_socket_buffers(&socket, &capped);
+        assert_eq!(
+            granted,
+            Some(capped.udp_socket_buffer_bytes.min(rmem_max()))
+        );
         Ok(())
     }
 }

@@ -127,7 +127,7 @@ impl Mesh {
             Some(socket) => socket,
             None => UdpSocket::bind(resolve(me, &entry.address)?)?,
         };
-        crate::limits::size_socket_buffers(&socket, &config.limits);
+        let _granted = crate::limits::size_socket_buffers(&socket, &config.limits);
         let stats = Arc::new(Stats::default());
         let server = tls::server_config(
             keyring.clone(),
