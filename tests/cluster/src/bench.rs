@@ -723,14 +723,21 @@ pub fn plot(points: &[Point], path: &std::path::Path, build: &str) -> Result<()>
     use plotters::prelude::*;
     let e = |e: &dyn std::fmt::Display| err(format!("plot: {e}"));
     let series = plot_series(points);
-    let xmax = points.iter().map(|p| p.throughput).fold(1.0, f64::max) * 1.1;
+    let plotted = || series.iter().flat_map(|s| s.xy.iter().copied());
+    let xmax = plotted().map(|(x, _)| x).fold(1.0, f64::max) * 1.1;
     // Latency spans two or three decades across a sweep (1 ms alone, 100 ms
     // and more past saturation): a log axis keeps the low points apart.
-    let latencies = points.iter().map(|p| p.p50_ms).filter(|v| *v > 0.0);
-    let ymin = latencies.clone().fold(f64::INFINITY, f64::min);
+    let ymin = plotted().map(|(_, y)| y).fold(f64::INFINITY, f64::min);
     let ymin = if ymin.is_finite() { ymin * 0.8 } else { 0.1 };
-    let ymax = latencies.fold(ymin * 10.0, f64::max) * 1.25;
-    let root = SVGBackend::new(path, (1280, 660)).into_drawing_area();
+    let ymax = plotted().map(|(_, y)| y).fold(ymin * 10.0, f64::max) * 1.25;
+    // The legend beside the chart has a row per series; a full sweep has
+    // 40 or more, so the picture grows to hold them.
+    let row_px: u32 = 18;
+    let legend_px = u32::try_from(series.len())
+        .unwrap_or(u32::MAX)
+        .saturating_mul(row_px)
+        .saturating_add(80);
+    let root = SVGBackend::new(path, (1280, legend_px.max(660))).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(&x))?;
     let (left, right) = root.split_horizontally(900);
     let mut chart = ChartBuilder::on(&left)
@@ -761,10 +768,9 @@ pub fn plot(points: &[Point], path: &std::path::Path, build: &str) -> Result<()>
     }
     // The legend beside the chart, one row per series, so that it never
     // hides a point.
-    let row_px = 18;
+    let mut y: i32 = 60;
     for (i, s) in series.iter().enumerate() {
         let (color, marker) = plot_style(i);
-        let y = 60 + i32::try_from(i).unwrap_or(i32::MAX / 32) * row_px;
         right
             .draw(&PathElement::new(
                 vec![(5, y), (35, y)],
@@ -779,6 +785,7 @@ pub fn plot(points: &[Point], path: &std::path::Path, build: &str) -> Result<()>
                 ("sans-serif", 13).into_font(),
             ))
             .map_err(|x| e(&x))?;
+        y = y.saturating_add_unsigned(row_px);
     }
     root.present().map_err(|x| e(&x))?;
     Ok(())
@@ -947,6 +954,21 @@ mod tests {
         assert!(svg.starts_with("<svg"), "{}", &svg[..100.min(svg.len())]);
         assert!(svg.contains("batch 16, 64 B, 1 in flight"));
         assert!(svg.contains("batch 16, 64 B, open loop"));
+        // A full sweep's legend (a row per series) fits: the picture grows.
+        let many: Vec<Point> = (1..=50)
+            .map(|batch| Point {
+                batch,
+                ..point(1, 100.0 * batch as f64)
+            })
+            .collect();
+        plot(&many, &path, "test").unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            svg.contains(r#"height="980""#),
+            "{}",
+            &svg[..200.min(svg.len())]
+        );
+        assert!(svg.contains("batch 50, 64 B, 1 in flight"));
     }
 
     #[test]
