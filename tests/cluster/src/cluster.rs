@@ -1127,7 +1127,7 @@ fn container_name(opts: &ClusterOptions, i: usize, copy: u8) -> Option<String> {
 }
 
 /// Runs `docker ARGS`, quietly; its stderr on failure.
-fn docker(args: &[&str]) -> Result<()> {
+pub(crate) fn docker(args: &[&str]) -> Result<()> {
     let out = Command::new("docker")
         .args(args)
         .stdin(Stdio::null())

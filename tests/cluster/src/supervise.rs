@@ -19,7 +19,7 @@ use std::collections::BTreeSet;
 use std::io;
 use std::ops::{Deref, DerefMut};
 use std::os::unix::process::CommandExt as _;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Mutex, PoisonError};
 
 /// Process groups (each a replica's pid) and containers started and not
@@ -120,22 +120,19 @@ pub fn stop_everything_started() -> (usize, usize) {
         }
     }
     for name in &containers {
-        let _ = Command::new("docker")
-            .args(["rm", "--force", name])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        let _ = crate::cluster::docker(&["rm", "--force", name]);
     }
     (groups.len(), containers.len())
 }
 
-/// Waits for SIGINT, SIGTERM or SIGHUP, then kills what the harness
-/// started ([`stop_everything_started`]) and exits with 128 + the signal
-/// number. Logs and stores stay in the work directory. Spawn it on the
-/// harness's runtime before anything starts.
-pub async fn watch_interrupts() {
+/// Installs handlers for SIGINT, SIGTERM and SIGHUP at once (so that no
+/// interrupt between here and the first replica's start takes the default
+/// action), and spawns on `rt` the task that waits for one, then kills what
+/// the harness started ([`stop_everything_started`]) and exits with 128 +
+/// the signal number. Logs and stores stay in the work directory.
+pub fn watch_interrupts(rt: &tokio::runtime::Runtime) {
     use tokio::signal::unix::{signal, SignalKind};
+    let _context = rt.enter();
     let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
@@ -144,23 +141,26 @@ pub async fn watch_interrupts() {
         eprintln!("pbft-cluster: cannot watch for SIGINT/SIGTERM/SIGHUP; an interrupt may leave replicas running");
         return;
     };
-    let (name, code) = tokio::select! {
-        _ = int.recv() => ("SIGINT", 130),
-        _ = term.recv() => ("SIGTERM", 143),
-        _ = hup.recv() => ("SIGHUP", 129),
-    };
-    let (processes, containers) = stop_everything_started();
-    eprintln!(
-        "pbft-cluster: {name}: killed {processes} replica process(es) and removed {containers} \
-         container(s); logs and stores are kept in the work directory"
-    );
-    std::process::exit(code);
+    rt.spawn(async move {
+        let (name, code) = tokio::select! {
+            _ = int.recv() => ("SIGINT", 130),
+            _ = term.recv() => ("SIGTERM", 143),
+            _ = hup.recv() => ("SIGHUP", 129),
+        };
+        let (processes, containers) = stop_everything_started();
+        eprintln!(
+            "pbft-cluster: {name}: killed {processes} replica process(es) and removed {containers} \
+             container(s); logs and stores are kept in the work directory"
+        );
+        std::process::exit(code);
+    });
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use rustix::process::{getpgid, getpgrp, Pid};
+    use std::process::Stdio;
     use std::time::{Duration, Instant};
 
     fn sleeper() -> Supervised {

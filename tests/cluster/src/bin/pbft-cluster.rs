@@ -209,7 +209,7 @@ fn main() -> ExitCode {
     };
     // Replicas run in process groups of their own: an interrupt of the
     // harness kills them (see pbft_cluster::supervise).
-    rt.spawn(pbft_cluster::supervise::watch_interrupts());
+    pbft_cluster::supervise::watch_interrupts(&rt);
     match cli.command {
         Command::ClusterTest(args) => rt.block_on(cluster_test(args)),
         Command::Demo {
